@@ -1,0 +1,11 @@
+export * from "./balancer.ts";
+export * from "./clock.ts";
+export * from "./config.ts";
+export * from "./discovery.ts";
+export * from "./endpoint.ts";
+export * from "./errors.ts";
+export type * from "./load/load-tracker.ts";
+export * from "./load/pending-requests.ts";
+export * from "./picker.ts";
+export { createDefaultRegistry } from "./policies/registry.ts";
+export * from "./status.ts";

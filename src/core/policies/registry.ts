@@ -1,0 +1,9 @@
+import { BalancerRegistry } from "../balancer.ts";
+import { leastRequest } from "./least-request.ts";
+import { pickFirst } from "./pick-first.ts";
+import { roundRobin } from "./round-robin.ts";
+
+/** Every built-in policy, registered explicitly (no import-time side effects). */
+export function createDefaultRegistry(): BalancerRegistry {
+  return new BalancerRegistry().register(pickFirst).register(roundRobin).register(leastRequest);
+}
