@@ -6,10 +6,17 @@ module.exports = {
   forbidden: [
     { name: "no-circular", severity: "error", from: {}, to: { circular: true } },
     {
+      name: "tests-use-only-core-and-support",
+      comment: "unit tests of core may import core, test/support and node:test/assert",
+      severity: "error",
+      from: { path: "^src/core/.*\\.test\\.ts$" },
+      to: { pathNot: ["^src/core/", "^test/support/", "^(node:)?(test|assert)"] },
+    },
+    {
       name: "core-is-pure",
       comment: "src/core imports nothing outside core and no node:* builtins",
       severity: "error",
-      from: { path: layer("core") },
+      from: { path: layer("core"), pathNot: "\\.test\\.ts$" },
       to: { pathNot: [layer("core")] },
     },
     {
