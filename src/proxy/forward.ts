@@ -1,0 +1,371 @@
+import http2 from "node:http2";
+import type { Backend, Channel } from "../channel/channel.ts";
+import type { Clock } from "../core/clock.ts";
+import { formatGrpcTimeout, parseGrpcTimeout } from "../core/grpc-timeout.ts";
+import type { CallDone } from "../core/load/load-tracker.ts";
+import type { PickContext } from "../core/picker.ts";
+import { type CallStatus, Status, type StatusCode } from "../core/status.ts";
+import { grpcStatusOf, statusFromRstCode, statusTrailers, trailersOnly } from "./grpc-response.ts";
+
+const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+
+export interface ForwardOptions {
+  readonly clock: Clock;
+  /** Request bytes kept per call so an uncommitted call can be retried elsewhere (gRFC A6). */
+  readonly retryBufferBytes: number;
+  /** Attempts per call, the first included. */
+  readonly maxAttempts: number;
+  /** How long a call waits for a backend to become ready when none is yet (no deadline case). */
+  readonly queueTimeoutMs: number;
+  /** Once per call, after its status is known. `backend` is undefined when no backend was reached. */
+  readonly onCallEnd?: (cluster: string, backend: Backend | undefined, code: number, ms: number) => void;
+  readonly onRetry?: (cluster: string, backend: Backend, reason: string) => void;
+}
+
+/**
+ * One proxied call. State machine:
+ *
+ *   waiting ──pick──▶ attempting ──response headers──▶ committed ──trailers / end──▶ done
+ *   attempting ──refused / never sent──▶ (retry) attempting | done(error)
+ *   any ──deadline / client reset / proxy error──▶ done
+ *
+ * "Uncommitted" (waiting, attempting) means no response byte has reached the client, so the call can
+ * move to another backend as long as every request byte sent so far is still in the retry buffer.
+ */
+type CallState = "waiting" | "attempting" | "committed" | "done";
+
+export function forwardCall(
+  front: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  channel: Channel,
+  options: ForwardOptions,
+): void {
+  new ForwardedCall(front, headers, channel, options).start();
+}
+
+class ForwardedCall {
+  readonly #front: http2.ServerHttp2Stream;
+  readonly #headers: http2.IncomingHttpHeaders;
+  readonly #channel: Channel;
+  readonly #o: ForwardOptions;
+  readonly #startedAt: number;
+  #state: CallState = "waiting";
+  #backend: Backend | undefined;
+  #stream: http2.ClientHttp2Stream | undefined;
+  #loadDone: CallDone | undefined;
+  #tried: Set<string> | undefined;
+  #attempts = 0;
+  /** Request chunks sent so far, while they fit the retry buffer; undefined once given up. */
+  #buffer: Buffer[] | undefined = [];
+  #buffered = 0;
+  #frontEnded = false;
+  #responded = false;
+  #trailers: http2.OutgoingHttpHeaders | undefined;
+  #deadlineAt: number | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #cancelWait: (() => void) | undefined;
+
+  constructor(
+    front: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    channel: Channel,
+    o: ForwardOptions,
+  ) {
+    this.#front = front;
+    this.#headers = headers;
+    this.#channel = channel;
+    this.#o = o;
+    this.#startedAt = o.clock.now();
+  }
+
+  start(): void {
+    const front = this.#front;
+    front.on("error", () => {}); // errors surface as 'close'; an unhandled 'error' would crash the process
+    front.on("data", (chunk: Buffer) => this.#onFrontData(chunk));
+    front.on("end", () => this.#onFrontEnd());
+    front.on("close", () => this.#onFrontClose());
+    front.on("wantTrailers", () => this.#onWantTrailers());
+
+    const timeout = this.#headers["grpc-timeout"];
+    if (typeof timeout === "string") {
+      const ms = parseGrpcTimeout(timeout);
+      if (ms === undefined) {
+        this.#fail({ code: Status.INTERNAL, message: `roster: malformed grpc-timeout header "${timeout}"` });
+        return;
+      }
+      this.#deadlineAt = this.#startedAt + ms;
+      this.#timer = setTimeout(() => this.#onDeadline(), ms);
+    }
+    this.#pickAndStart();
+  }
+
+  // --- picking --------------------------------------------------------------------------------
+
+  #pickAndStart(): void {
+    if (this.#state === "done") return;
+    this.#cancelWait = undefined;
+    const headers = this.#headers;
+    const ctx: PickContext = {
+      path: (headers[":path"] as string | undefined) ?? "",
+      header: (name) => {
+        const v = headers[name];
+        return Array.isArray(v) ? v[0] : v;
+      },
+      ...(this.#tried ? { exclude: this.#tried } : {}),
+    };
+    const result = this.#channel.pick(ctx);
+    switch (result.kind) {
+      case "pick":
+        this.#attempt(this.#channel.backendOf(result.candidate));
+        return;
+      case "fail":
+        this.#fail(result.status);
+        return;
+      case "queue":
+        this.#state = "waiting";
+        this.#cancelWait = this.#channel.onPickerChange(() => this.#pickAndStart());
+        if (this.#timer === undefined) {
+          // No deadline of its own: bound the wait for a backend anyway.
+          this.#timer = setTimeout(
+            () =>
+              this.#fail({
+                code: Status.UNAVAILABLE,
+                message: `roster: no backend of cluster ${this.#channel.name} became ready within ${this.#o.queueTimeoutMs} ms`,
+              }),
+            this.#o.queueTimeoutMs,
+          );
+        }
+        return;
+    }
+  }
+
+  #attempt(backend: Backend): void {
+    this.#attempts++;
+    this.#backend = backend;
+    const headers = this.#headers;
+    if (this.#deadlineAt !== undefined) {
+      headers["grpc-timeout"] = formatGrpcTimeout(Math.max(this.#deadlineAt - this.#o.clock.now(), 0));
+    }
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = backend.request(headers as http2.OutgoingHttpHeaders);
+    } catch (err) {
+      // The stream never left: always safe to try elsewhere.
+      this.#retryOrFail(backend, `could not open a stream: ${(err as Error).message}`, Status.UNAVAILABLE);
+      return;
+    }
+    this.#state = "attempting";
+    this.#stream = stream;
+    this.#loadDone = backend.load.begin(this.#o.clock.now());
+
+    stream.on("error", () => {}); // handled in 'close' from rstCode and session state
+    stream.on("response", (h, flags) => {
+      if (stream === this.#stream) this.#onResponse(h, flags);
+    });
+    stream.on("data", (chunk: Buffer) => {
+      if (stream === this.#stream) this.#onBackendData(stream, chunk);
+    });
+    stream.on("trailers", (t) => {
+      if (stream === this.#stream) this.#trailers = t as http2.OutgoingHttpHeaders;
+    });
+    stream.on("end", () => {
+      if (stream === this.#stream && this.#state === "committed") this.#front.end();
+    });
+    stream.on("close", () => {
+      if (stream === this.#stream) this.#onBackendClose(stream, backend);
+    });
+
+    if (this.#buffer !== undefined) {
+      for (const chunk of this.#buffer) stream.write(chunk);
+      if (this.#buffered > this.#o.retryBufferBytes) this.#dropRetryBuffer();
+    }
+    if (this.#frontEnded) stream.end();
+    if (this.#front.isPaused()) this.#front.resume();
+  }
+
+  #retryOrFail(backend: Backend, reason: string, code: StatusCode): void {
+    const canRetry =
+      this.#buffer !== undefined &&
+      this.#attempts < this.#o.maxAttempts &&
+      this.#state !== "done" &&
+      !this.#front.destroyed;
+    if (canRetry) {
+      backend.stats.retries++;
+      this.#o.onRetry?.(this.#channel.name, backend, reason);
+      this.#tried ??= new Set();
+      this.#tried.add(backend.key);
+      this.#stream = undefined;
+      this.#pickAndStart();
+      return;
+    }
+    this.#fail({ code, message: `roster: backend ${backend.key} ${reason}` });
+  }
+
+  // --- request direction ----------------------------------------------------------------------
+
+  #onFrontData(chunk: Buffer): void {
+    const stream = this.#stream;
+    if (this.#buffer !== undefined) {
+      this.#buffer.push(chunk);
+      this.#buffered += chunk.length;
+    }
+    if (stream === undefined) {
+      // Waiting for a backend: hold the bytes, but stop reading once the buffer is full.
+      if (this.#buffered > this.#o.retryBufferBytes) this.#front.pause();
+      return;
+    }
+    if (this.#buffered > this.#o.retryBufferBytes) this.#dropRetryBuffer();
+    if (!stream.write(chunk)) {
+      this.#front.pause();
+      stream.once("drain", () => this.#front.resume());
+    }
+  }
+
+  #onFrontEnd(): void {
+    this.#frontEnded = true;
+    this.#stream?.end();
+  }
+
+  #dropRetryBuffer(): void {
+    this.#buffer = undefined;
+    this.#buffered = 0;
+  }
+
+  #onFrontClose(): void {
+    if (this.#state === "done") return;
+    // The client reset the stream or went away: cancel the backend stream (RST_STREAM CANCEL).
+    this.#stream?.close(NGHTTP2_CANCEL);
+    this.#complete(Status.CANCELLED, "cancelled");
+  }
+
+  // --- response direction ---------------------------------------------------------------------
+
+  #onResponse(headers: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader, flags: number): void {
+    this.#state = "committed";
+    this.#dropRetryBuffer();
+    const front = this.#front;
+    if (front.destroyed || front.closed) return;
+    this.#responded = true;
+    if (flags & NGHTTP2_FLAG_END_STREAM) {
+      // Trailers-only response: stays trailers-only.
+      front.respond(headers as http2.OutgoingHttpHeaders, { endStream: true });
+      this.#complete(grpcStatusOf(headers) ?? Status.UNKNOWN, "ok");
+      return;
+    }
+    front.respond(headers as http2.OutgoingHttpHeaders, { waitForTrailers: true });
+  }
+
+  #onBackendData(stream: http2.ClientHttp2Stream, chunk: Buffer): void {
+    if (!this.#front.write(chunk)) {
+      stream.pause();
+      this.#front.once("drain", () => stream.resume());
+    }
+  }
+
+  #onWantTrailers(): void {
+    const trailers =
+      this.#trailers ??
+      statusTrailers({
+        code: Status.INTERNAL,
+        message: "roster: backend ended the response without trailers",
+      });
+    this.#front.sendTrailers(trailers);
+    if (this.#state !== "done")
+      this.#complete(grpcStatusOf(trailers as http2.IncomingHttpHeaders) ?? Status.UNKNOWN, "ok");
+  }
+
+  #onBackendClose(stream: http2.ClientHttp2Stream, backend: Backend): void {
+    if (this.#state === "done") return;
+    if (this.#state === "committed" && this.#trailers !== undefined) return; // normal end; trailers go out via wantTrailers
+    const rst = stream.rstCode ?? NGHTTP2_NO_ERROR;
+    const session = stream.session;
+    const connectionLost = session === undefined || session.destroyed || session.closed;
+    this.#loadDone?.(this.#o.clock.now(), "failure");
+    this.#loadDone = undefined;
+
+    if (this.#state === "attempting") {
+      // Never reached the application: refused (REFUSED_STREAM, or above a GOAWAY's last stream id,
+      // which nghttp2 reports as REFUSED_STREAM), or never sent at all.
+      const neverSent = stream.id === undefined || stream.pending;
+      if (rst === NGHTTP2_REFUSED_STREAM || neverSent) {
+        this.#retryOrFail(
+          backend,
+          rst === NGHTTP2_REFUSED_STREAM ? "refused the stream" : "closed before the call was sent",
+          Status.UNAVAILABLE,
+        );
+        return;
+      }
+    }
+    if (connectionLost) {
+      this.#fail({
+        code: Status.UNAVAILABLE,
+        message: `roster: connection to backend ${backend.key} was lost during the call`,
+      });
+      return;
+    }
+    // A real RST_STREAM from the backend: pass the same code on, so the client sees what it would
+    // have seen directly.
+    if (rst !== NGHTTP2_NO_ERROR && rst !== NGHTTP2_CANCEL) {
+      this.#front.close(rst);
+      this.#complete(statusFromRstCode(rst), "failure");
+      return;
+    }
+    this.#fail({
+      code: statusFromRstCode(rst),
+      message: `roster: backend ${backend.key} closed the stream (code ${rst})`,
+    });
+  }
+
+  #onDeadline(): void {
+    if (this.#state === "done") return;
+    this.#stream?.close(NGHTTP2_CANCEL);
+    const ms = Math.round(this.#o.clock.now() - this.#startedAt);
+    this.#fail({ code: Status.DEADLINE_EXCEEDED, message: `roster: deadline exceeded after ${ms} ms` });
+  }
+
+  // --- ending ---------------------------------------------------------------------------------
+
+  /** Ends the call with a status made by the balancer. */
+  #fail(status: CallStatus): void {
+    if (this.#state === "done") return;
+    const front = this.#front;
+    const stream = this.#stream;
+    if (stream !== undefined && !stream.closed) stream.close(NGHTTP2_CANCEL);
+    this.#stream = undefined;
+    if (!front.destroyed && !front.closed) {
+      if (!this.#responded) {
+        this.#responded = true;
+        front.respond(trailersOnly(status), { endStream: true });
+      } else {
+        this.#trailers = statusTrailers(status);
+        if (!front.writableEnded) front.end();
+      }
+    }
+    this.#complete(status.code, "failure");
+  }
+
+  #complete(code: number, outcome: "ok" | "failure" | "cancelled"): void {
+    if (this.#state === "done") return;
+    this.#state = "done";
+    clearTimeout(this.#timer);
+    this.#cancelWait?.();
+    const now = this.#o.clock.now();
+    const backend = this.#backend;
+    this.#loadDone?.(
+      now,
+      outcome === "ok"
+        ? code === Status.OK
+          ? "success"
+          : "failure"
+        : outcome === "cancelled"
+          ? "cancelled"
+          : "failure",
+    );
+    this.#loadDone = undefined;
+    if (backend !== undefined) {
+      backend.stats.calls++;
+      if (code !== Status.OK) backend.stats.failures++;
+    }
+    this.#o.onCallEnd?.(this.#channel.name, backend, code, now - this.#startedAt);
+  }
+}

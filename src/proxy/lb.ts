@@ -1,0 +1,77 @@
+import { Channel, type ChannelEvent } from "../channel/channel.ts";
+import type { BalancerDeps, PolicySpec } from "../core/balancer.ts";
+import type { Address, Endpoint } from "../core/endpoint.ts";
+import { StaticDiscovery } from "../discovery/static.ts";
+import type { BackendConnectionOptions } from "../platform/backend-connection.ts";
+import { systemClock, systemRandom } from "../platform/system.ts";
+import type { ForwardOptions } from "./forward.ts";
+import { type FrontLimits, type ProxyServer, startProxyServer } from "./server.ts";
+
+/** Defaults of the data path; documented in docs/configuration.md. */
+export const defaultForwardSettings = {
+  retryBufferBytes: 256 * 1024,
+  maxAttempts: 5,
+  queueTimeoutMs: 10_000,
+} as const;
+
+export interface LbOptions {
+  readonly listen: Address;
+  readonly backends: readonly Endpoint[];
+  readonly policy: PolicySpec;
+  readonly deps?: BalancerDeps;
+  readonly forward?: Partial<Pick<ForwardOptions, "retryBufferBytes" | "maxAttempts" | "queueTimeoutMs">>;
+  readonly limits?: Partial<FrontLimits>;
+  readonly connection?: Omit<BackendConnectionOptions, "address" | "onStateChange">;
+  readonly onCallEnd?: ForwardOptions["onCallEnd"];
+  readonly onRetry?: ForwardOptions["onRetry"];
+  readonly onChannelEvent?: (event: ChannelEvent) => void;
+  readonly onFrontEvent?: (message: string, fields?: Record<string, unknown>) => void;
+  readonly onConnection?: (delta: 1 | -1) => void;
+}
+
+/** A running `roster lb`: one listener, one cluster of static backends. */
+export interface Lb {
+  readonly server: ProxyServer;
+  readonly channel: Channel;
+  /** Replaces the backend list (config reload); calls in flight finish on the old backends. */
+  setBackends(backends: readonly Endpoint[]): void;
+  close(graceMs?: number): Promise<void>;
+}
+
+export async function startLb(o: LbOptions): Promise<Lb> {
+  const deps = o.deps ?? { clock: systemClock, random: systemRandom };
+  const discovery = new StaticDiscovery(o.backends);
+  const channel = new Channel({
+    name: "default",
+    discovery,
+    target: "static",
+    policy: o.policy,
+    deps,
+    ...(o.connection ? { connection: o.connection } : {}),
+    ...(o.onChannelEvent ? { onEvent: o.onChannelEvent } : {}),
+  });
+  channel.start();
+  const server = await startProxyServer({
+    listen: o.listen,
+    channel,
+    forward: {
+      clock: deps.clock,
+      ...defaultForwardSettings,
+      ...o.forward,
+      ...(o.onCallEnd ? { onCallEnd: o.onCallEnd } : {}),
+      ...(o.onRetry ? { onRetry: o.onRetry } : {}),
+    },
+    ...(o.limits ? { limits: o.limits } : {}),
+    ...(o.onFrontEvent ? { onFrontEvent: o.onFrontEvent } : {}),
+    ...(o.onConnection ? { onConnection: o.onConnection } : {}),
+  });
+  return {
+    server,
+    channel,
+    setBackends: (backends) => discovery.set(backends),
+    async close(graceMs) {
+      await server.close(graceMs);
+      channel.close();
+    },
+  };
+}

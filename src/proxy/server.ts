@@ -1,0 +1,171 @@
+import http2 from "node:http2";
+import net from "node:net";
+import type { Channel } from "../channel/channel.ts";
+import { type Address, formatAddress } from "../core/endpoint.ts";
+import { Status } from "../core/status.ts";
+import { type ForwardOptions, forwardCall } from "./forward.ts";
+import { encodeGrpcMessage } from "./grpc-response.ts";
+
+/** Limits of the front (client-facing) HTTP/2 connections. */
+export interface FrontLimits {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients. */
+  readonly maxConcurrentStreams: number;
+  /** SETTINGS_MAX_HEADER_LIST_SIZE, bytes: larger header blocks are refused. */
+  readonly maxHeaderListSize: number;
+  /** Flow-control window per stream and per connection, bytes. */
+  readonly windowSize: number;
+}
+
+export const defaultFrontLimits: FrontLimits = {
+  maxConcurrentStreams: 1000,
+  maxHeaderListSize: 60 * 1024,
+  windowSize: 16 * 1024 * 1024,
+};
+
+export interface ProxyServerOptions {
+  readonly listen: Address;
+  readonly channel: Channel;
+  readonly forward: ForwardOptions;
+  readonly limits?: Partial<FrontLimits>;
+  readonly onConnection?: (delta: 1 | -1) => void;
+  /** Something worth a log line happened at the front (rejected request, protocol error). */
+  readonly onFrontEvent?: (message: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface ProxyServer {
+  /** "127.0.0.1:PORT" or "unix:PATH" as actually bound. */
+  readonly address: string;
+  readonly port: number | undefined;
+  /** Open client connections. */
+  connections(): number;
+  /**
+   * Stops accepting, sends GOAWAY to every client so open calls finish, and resolves when all are
+   * closed or `graceMs` has passed (then remaining sessions are destroyed).
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/**
+ * The client-facing listener. A plain TCP (or unix) server looks at the first bytes of each
+ * connection: the HTTP/2 preface goes to the HTTP/2 server (cleartext, prior knowledge, as gRPC
+ * clients speak it); anything else — an HTTP/1.1 request, say — gets a short HTTP/1.1 answer saying
+ * what this port speaks, instead of a silent close.
+ */
+export async function startProxyServer(o: ProxyServerOptions): Promise<ProxyServer> {
+  const limits = { ...defaultFrontLimits, ...o.limits };
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const h2 = http2.createServer({
+    settings: {
+      maxConcurrentStreams: limits.maxConcurrentStreams,
+      maxHeaderListSize: limits.maxHeaderListSize,
+      initialWindowSize: limits.windowSize,
+    },
+    maxHeaderListPairs: 2000,
+    maxSessionMemory: 64,
+  });
+
+  h2.on("session", (session: http2.ServerHttp2Session) => {
+    sessions.add(session);
+    o.onConnection?.(1);
+    session.on("connect", () => {});
+    session.once("close", () => {
+      sessions.delete(session);
+      o.onConnection?.(-1);
+    });
+    session.on("error", (err) => o.onFrontEvent?.("client connection error", { error: err.message }));
+    try {
+      session.setLocalWindowSize(limits.windowSize);
+    } catch {
+      // the session may already be closing
+    }
+  });
+  h2.on("sessionError", (err) => o.onFrontEvent?.("client session error", { error: err.message }));
+  h2.on("stream", (stream, headers) => {
+    const method = headers[":method"];
+    if (method !== "POST") {
+      reject(stream, 405, `roster: gRPC calls use POST, not ${method}`);
+      return;
+    }
+    const contentType = headers["content-type"];
+    if (typeof contentType !== "string" || !contentType.startsWith("application/grpc")) {
+      reject(stream, 415, `roster: expected content-type application/grpc, got ${contentType ?? "none"}`);
+      return;
+    }
+    forwardCall(stream, headers, o.channel, o.forward);
+  });
+
+  const tcp = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => {
+    socket.on("error", () => {});
+    socket.once("data", (first: Buffer) => {
+      const n = Math.min(first.length, PREFACE.length);
+      if (first.subarray(0, n).equals(PREFACE.subarray(0, n))) {
+        // Put the bytes back: the HTTP/2 session reads what is already buffered on the socket first.
+        socket.pause();
+        socket.unshift(first);
+        h2.emit("connection", socket);
+        return;
+      }
+      o.onFrontEvent?.("rejected a non-HTTP/2 connection", {
+        firstBytes: first.subarray(0, 16).toString("latin1"),
+      });
+      const body = "roster: this port speaks gRPC over HTTP/2 (cleartext, prior knowledge), not HTTP/1.x\n";
+      socket.end(
+        `HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    tcp.once("error", reject);
+    if (o.listen.kind === "unix") tcp.listen(o.listen.path, resolve);
+    else tcp.listen(o.listen.port, o.listen.host, resolve);
+  });
+  tcp.on("error", (err) => o.onFrontEvent?.("listener error", { error: err.message }));
+  const bound = tcp.address();
+  const port = typeof bound === "object" && bound !== null ? bound.port : undefined;
+  const address =
+    o.listen.kind === "unix"
+      ? formatAddress(o.listen)
+      : formatAddress({ kind: "tcp", host: o.listen.host, port: port ?? 0 });
+
+  return {
+    address,
+    port,
+    connections: () => sessions.size,
+    close(graceMs = 10_000) {
+      return new Promise<void>((resolve) => {
+        tcp.close();
+        for (const s of sessions) s.close();
+        const finish = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          for (const s of sessions) s.destroy();
+          setImmediate(finish);
+        }, graceMs);
+        const check = () => {
+          if (sessions.size === 0) finish();
+          else setTimeout(check, 20).unref();
+        };
+        check();
+      });
+    },
+  };
+}
+
+function reject(stream: http2.ServerHttp2Stream, httpStatus: number, message: string): void {
+  stream.on("error", () => {});
+  stream.respond(
+    {
+      ":status": httpStatus,
+      "content-type": "text/plain",
+      "grpc-status": String(httpStatus === 415 ? Status.UNKNOWN : Status.UNIMPLEMENTED),
+      "grpc-message": encodeGrpcMessage(message),
+    },
+    { endStream: false },
+  );
+  stream.end(`${message}\n`);
+}
