@@ -52,7 +52,16 @@ export class BalancerRegistry {
     if (factory === undefined) {
       throw new ConfigError(field, `unknown policy "${name}"; known policies: ${this.names().join(", ")}`);
     }
-    const config = factory.parseConfig(rawConfig ?? {});
+    let config: unknown;
+    try {
+      config = factory.parseConfig(rawConfig ?? {});
+    } catch (err) {
+      // Policies name their fields under "policy"; re-root them where this policy was configured.
+      if (err instanceof ConfigError && field !== "policy" && err.field.startsWith("policy")) {
+        throw new ConfigError(field + err.field.slice("policy".length), err.detail);
+      }
+      throw err;
+    }
     return { name, create: (deps) => factory.create(config, deps) };
   }
 }

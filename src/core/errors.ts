@@ -4,9 +4,12 @@
  */
 export class ConfigError extends Error {
   readonly field: string;
-  constructor(field: string, message: string) {
-    super(field ? `${field}: ${message}` : message);
+  /** The message without the field name. */
+  readonly detail: string;
+  constructor(field: string, detail: string) {
+    super(field ? `${field}: ${detail}` : detail);
     this.name = "ConfigError";
     this.field = field;
+    this.detail = detail;
   }
 }

@@ -1,0 +1,83 @@
+import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { ConfigError } from "../core/errors.ts";
+import { runDemo } from "./demo.ts";
+import { runLb } from "./lb.ts";
+
+/**
+ * `roster`: argv parsing and wiring only. Errors a user can fix (flags, config) print one line and exit
+ * with status 2; nothing prints a stack trace for them.
+ */
+const program = new Command("roster")
+  .description("Per-call gRPC load balancing: multi-process serving and an L7 balancer for gRPC")
+  .version("0.1.0")
+  .showHelpAfterError("(run with --help for usage)")
+  .exitOverride();
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+const port = (value: string) => {
+  if (!/^\S+$/.test(value)) throw new InvalidArgumentError("expected HOST:PORT or unix:PATH");
+  return value;
+};
+
+program
+  .command("lb")
+  .description("run a gRPC L7 load balancer in front of backends written in any language")
+  .option("-c, --config <file>", "YAML configuration file (see docs/configuration.md); flags override it")
+  .option(
+    "-l, --listen <address>",
+    "where clients connect: HOST:PORT or unix:PATH (default 127.0.0.1:50051)",
+    port,
+  )
+  .option("-b, --backend <address>", "a backend HOST:PORT or unix:PATH; repeat for each backend", collect)
+  .option("-p, --policy <name>", "load-balancing policy: least_request (default), round_robin, pick_first")
+  .option("-a, --admin <address>", "admin HTTP address serving /metrics, /status, /healthz")
+  .option("--log-level <level>", "trace, debug, info (default), warn, error, silent")
+  .addHelpText(
+    "after",
+    `
+Examples:
+  roster lb --listen 127.0.0.1:50051 --backend 127.0.0.1:50061 --backend 127.0.0.1:50062
+  roster lb --config roster.yaml --admin 127.0.0.1:9901
+
+Signals: SIGHUP re-reads the config file (also re-read when it changes); SIGTERM/SIGINT drain and exit.`,
+  )
+  .action(async (options) => {
+    await runLb(options);
+  });
+
+const count = (name: string) => (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a whole number >= 1`);
+  return n;
+};
+
+program
+  .command("demo")
+  .description("see per-call balancing work: 4 workers driven from ONE client connection, two ways")
+  .option("--workers <n>", "worker processes", count("--workers"), 4)
+  .option("--calls <n>", "calls per run", count("--calls"), 4000)
+  .option("--concurrency <n>", "calls in flight", count("--concurrency"), 32)
+  .option("--work-us <n>", "CPU time each call burns in its handler, µs", count("--work-us"), 200)
+  .action(async (options) => {
+    await runDemo({
+      workers: options.workers,
+      calls: options.calls,
+      concurrency: options.concurrency,
+      workUs: options.workUs,
+    });
+    process.exit(0);
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode;
+  } else if (err instanceof ConfigError) {
+    process.stderr.write(`roster: ${err.message}\n`);
+    process.exitCode = 2;
+  } else {
+    process.stderr.write(`roster: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  }
+}

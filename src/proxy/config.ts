@@ -1,0 +1,142 @@
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import type { BalancerRegistry, PolicySpec } from "../core/balancer.ts";
+import { type Address, type Endpoint, parseAddress, staticEndpoint } from "../core/endpoint.ts";
+import { ConfigError } from "../core/errors.ts";
+import { defaultFrontLimits, type FrontLimits } from "./server.ts";
+
+/**
+ * `roster lb` configuration: the YAML file and the flags both end here, so both get the same checks and
+ * the same field-named errors. Documented field by field in docs/configuration.md.
+ */
+const addressText = z.string().min(1);
+const positiveInt = z.number().int().positive();
+
+const backendSchema = z.union([
+  addressText,
+  z.strictObject({ address: addressText, weight: z.number().positive().optional() }),
+]);
+
+const policySchema = z.union([z.string().min(1), z.looseObject({ name: z.string().min(1) })]);
+
+export const lbConfigSchema = z.strictObject({
+  listen: addressText.optional(),
+  admin: addressText.optional(),
+  policy: policySchema.optional(),
+  backends: z.array(backendSchema).optional(),
+  limits: z
+    .strictObject({
+      maxConcurrentStreams: positiveInt.optional(),
+      maxHeaderListSize: positiveInt.optional(),
+      windowSize: z
+        .number()
+        .int()
+        .min(65535)
+        .max(2 ** 31 - 1)
+        .optional(),
+    })
+    .optional(),
+  retry: z
+    .strictObject({
+      bufferBytes: z.number().int().min(0).optional(),
+      maxAttempts: z.number().int().min(1).max(10).optional(),
+    })
+    .optional(),
+  queueTimeoutMs: positiveInt.optional(),
+  backend: z
+    .strictObject({
+      keepaliveMs: z.number().int().min(0).optional(),
+      keepaliveTimeoutMs: positiveInt.optional(),
+      connectTimeoutMs: positiveInt.optional(),
+      maxSessions: z.number().int().min(1).max(64).optional(),
+    })
+    .optional(),
+  log: z
+    .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]) })
+    .optional(),
+});
+
+export type RawLbConfig = z.infer<typeof lbConfigSchema>;
+
+/** A validated configuration, ready to start from. */
+export interface LbConfig {
+  listen: Address;
+  admin: Address | undefined;
+  policy: PolicySpec;
+  backends: Endpoint[];
+  limits: FrontLimits;
+  retryBufferBytes: number;
+  maxAttempts: number;
+  queueTimeoutMs: number;
+  backend: { keepaliveMs: number; keepaliveTimeoutMs: number; connectTimeoutMs: number; maxSessions: number };
+  logLevel: string;
+}
+
+export const defaultListen = "127.0.0.1:50051";
+
+/** Reads and validates a YAML config file's text. Errors are ConfigErrors naming `file` and the field. */
+export function parseLbConfigText(text: string, file: string): RawLbConfig {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(file, `is not valid YAML: ${(err as Error).message.split("\n")[0]}`);
+  }
+  return validateRaw(raw ?? {}, file);
+}
+
+export function validateRaw(raw: unknown, where: string): RawLbConfig {
+  const result = lbConfigSchema.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const field = issue.path
+      .map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`))
+      .join("")
+      .replace(/^\./, "");
+    const message =
+      issue.code === "unrecognized_keys"
+        ? `unknown setting ${issue.keys.map((k) => `"${k}"`).join(", ")}`
+        : issue.message;
+    throw new ConfigError(`${where}${field ? `: ${field}` : ""}`, message);
+  }
+  return result.data;
+}
+
+/**
+ * Merges file settings with flag settings (flags win) and resolves addresses and the policy.
+ * `where` prefixes field names in errors ("roster.yaml" or "flags").
+ */
+export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, where: string): LbConfig {
+  const at = (field: string) => `${where}: ${field}`;
+  const policyRaw = raw.policy ?? "least_request";
+  const policyName = typeof policyRaw === "string" ? policyRaw : policyRaw.name;
+  const { name: _name, ...policyOptions } = typeof policyRaw === "string" ? { name: policyRaw } : policyRaw;
+  const backends = (raw.backends ?? []).map((b, i) => {
+    const text = typeof b === "string" ? b : b.address;
+    const weight = typeof b === "string" ? 1 : (b.weight ?? 1);
+    return staticEndpoint(parseAddress(text, at(`backends[${i}]`)), weight);
+  });
+  const seen = new Set<string>();
+  for (const [i, b] of backends.entries()) {
+    if (seen.has(b.key)) throw new ConfigError(at(`backends[${i}]`), `${b.key} is listed twice`);
+    seen.add(b.key);
+  }
+  if (backends.length === 0) throw new ConfigError(at("backends"), "at least one backend is needed");
+  return {
+    listen: parseAddress(raw.listen ?? defaultListen, at("listen")),
+    admin: raw.admin === undefined ? undefined : parseAddress(raw.admin, at("admin")),
+    policy: registry.resolve(policyName, policyOptions, at("policy")),
+    backends,
+    limits: { ...defaultFrontLimits, ...raw.limits },
+    retryBufferBytes: raw.retry?.bufferBytes ?? 256 * 1024,
+    maxAttempts: raw.retry?.maxAttempts ?? 5,
+    queueTimeoutMs: raw.queueTimeoutMs ?? 10_000,
+    backend: {
+      keepaliveMs: raw.backend?.keepaliveMs ?? 20_000,
+      keepaliveTimeoutMs: raw.backend?.keepaliveTimeoutMs ?? 10_000,
+      connectTimeoutMs: raw.backend?.connectTimeoutMs ?? 5000,
+      maxSessions: raw.backend?.maxSessions ?? 8,
+    },
+    logLevel: raw.log?.level ?? "info",
+  };
+}
