@@ -1,28 +1,36 @@
 /**
- * Prometheus metrics of the proxy (prom-client).
+ * Prometheus metrics of the proxy (prom-client registry and exposition).
  *
- * Contract: every method is synchronous, never throws on valid numbers and never calls back. `callEnded`,
- * `retried` and the front-connection helpers run on the data path, so they touch only cached prom-client
- * children (no label objects, no string keys built per call). Per-backend gauges (in flight, up) are not
- * pushed at all: they are pulled from `setInFlightSource()` when the registry is scraped.
+ * Contract: every method is synchronous, never throws and never calls back. `callEnded`,
+ * `callFailedAtBalancer`, `retried` and the front helpers run on the data path (~20k calls/s), so they
+ * only bump numbers in cells cached per (cluster, backend, code) in nested Maps: no label object, no
+ * composite string key, no prom-client call per event. The numbers reach prom-client at scrape time:
+ * counters through their `collect()` hook (increment by the delta since the last scrape, so
+ * `registry.resetMetrics()` keeps its meaning), the duration histogram through a CellHistogram, and the
+ * per-backend gauges (in flight, up) by calling the source given to `setInFlightSource()`.
  *
- * Cardinality: series exist per (cluster, backend[, code]). Gauges drop backends that vanished from the
- * source; counters and histograms keep them (a counter that disappears and reappears would look like a
- * reset), call `forgetBackend()` when a backend is gone for good (e.g. a worker that restarted elsewhere).
+ * Why not cached prom-client `labels()` children: measured at ~1.5–2.6 µs per callEnded (counter.inc
+ * builds a label hash string per call; histogram.observe allocates and looks buckets up by number-keyed
+ * properties), against ~40–90 ns with cells. See the benchmark note below.
+ *
+ * Cardinality: series exist per (cluster, backend[, code]). The gauges follow the source, so vanished
+ * backends disappear at the next scrape; counters and the histogram keep them (a counter that vanishes and
+ * comes back reads as a reset) until `forgetBackend()` is called for a backend gone for good.
  */
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Registry, type RegistryContentType } from "prom-client";
 import { statusName } from "../core/status.ts";
+import { type CellHistogram, createCellHistogram, type HistogramCell } from "./cell-histogram.ts";
 
 export interface ProxyMetricsOptions {
-  /** Registry to register into; a new one by default. */
-  registry?: Registry;
-  /** Prefix of every metric name, default metrics included. Default `"roster_"`. */
+  /** Registry to register into (Prometheus text or OpenMetrics); a new Prometheus-text one by default. */
+  registry?: Registry<RegistryContentType>;
+  /** Prefix of every metric name, process metrics included. Default `"roster_"`. */
   prefix?: string;
-  /** Register prom-client's process metrics (cpu, memory, event loop lag, gc…). Default true. */
+  /** Register prom-client's process metrics (cpu, memory, event loop lag, gc…) on the registry. Default true. */
   defaultMetrics?: boolean;
 }
 
-/** One backend as seen at scrape time. `state` is the connection state; "ready" means up. */
+/** One backend as seen at scrape time. `state` is the connection state; `"ready"` counts as up. */
 export interface BackendSnapshot {
   cluster: string;
   backend: string;
@@ -31,76 +39,79 @@ export interface BackendSnapshot {
 }
 
 export interface ProxyMetrics {
-  readonly registry: Registry;
-  /** A proxied call ended with `grpcCode` after `seconds` (backend picked → trailers/reset). Hot path. */
+  readonly registry: Registry<RegistryContentType>;
+  /** A proxied call ended with `grpcCode` after `seconds` (pick → end of stream). Hot path. */
   callEnded(cluster: string, backend: string, grpcCode: number, seconds: number): void;
-  /** The balancer answered the call itself (no backend picked, or none reachable). */
+  /** The balancer answered the call itself, without a backend. */
   callFailedAtBalancer(cluster: string, code: number): void;
   /** An uncommitted call to `backend` was retried elsewhere. */
   retried(cluster: string, backend: string): void;
-  /** Where `roster_backend_in_flight` and `roster_backend_up` come from; called at each scrape. */
+  /** Where `roster_backend_in_flight` and `roster_backend_up` come from; called at each scrape, synchronously. */
   setInFlightSource(fn: () => BackendSnapshot[]): void;
-  /** Drop every series of a backend (counters and histograms included). */
+  /** Drop every counter/histogram series of a backend (the gauges follow the source on their own). */
   forgetBackend(cluster: string, backend: string): void;
-  /** Open client (front) HTTP/2 connections. */
+  /** Open client (front) HTTP/2 connections: `inc()` on accept, `dec()` on close. */
   readonly frontConnections: { inc(): void; dec(): void };
   /** Streams accepted on front connections. */
   readonly frontStreamsTotal: { inc(): void };
 }
 
-/** 0.1 ms … 30 s, roughly 1-2.5-5 per decade: proxied gRPC calls from loopback unary to long streams. */
+/** 0.1 ms … 30 s, 1-2.5-5 per decade: from loopback unary calls to long streams. */
 export const CALL_DURATION_BUCKETS: readonly number[] = [
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 ];
 
-/** Highest code of the gRPC table; codes above go to an overflow Map (they should never happen). */
-const MAX_KNOWN_CODE = 16;
-
-interface Inc {
-  inc(): void;
-}
-
-interface Observe {
-  observe(value: number): void;
-}
-
-/** The cached children of one (cluster, backend). */
-interface BackendCells {
-  duration: Observe;
-  retries: Inc | undefined;
-  /** Indexed by gRPC code 0…16. */
-  codes: Array<Inc | undefined>;
-  otherCodes: Map<number, Inc> | undefined;
-}
-
 /*
- * Micro benchmark of callEnded (Node 20.19, x64 container, 10 clusters×backends × 3 codes round robin,
- * 5 M calls after 1 M warm-up; see metrics.test.ts "callEnded stays cheap" for the harness):
- *   callEnded ≈ BENCH_NS ns/call  (prom-client children: counter.inc + histogram.observe dominate)
- * At 20k calls/s that is well under 1% of one core.
+ * Micro benchmark of callEnded (Node 20.20, x64 container with 2 vCPUs; 2 clusters × 5 backends,
+ * codes OK/OK/OK/UNAVAILABLE/DEADLINE_EXCEEDED, durations 0–100 ms; 5 M calls after 1 M warm-up,
+ * same harness as the "callEnded stays cheap" test in metrics.test.ts):
+ *   cells (this file)                       ≈ 40 ns/call idle machine, 60–90 ns under load average 6
+ *   cached prom-client labels() children    ≈ 1400–2000 ns/call idle, ~2600 ns under the same load
+ * Others on the same run: retried ≈ 35–50 ns, callFailedAtBalancer ≈ 20–27 ns, frontStreamsTotal.inc ≈ 3 ns.
+ * At 20k calls/s callEnded costs ~1–2 ms of CPU per second (0.1–0.2% of one core).
  */
 
-export function createProxyMetrics(options: ProxyMetricsOptions = {}): ProxyMetrics {
-  return new PromProxyMetrics(options);
+/** A monotonically increasing count, exported as a counter increment of `count - reported` per scrape. */
+interface CountCell {
+  count: number;
+  reported: number;
+  readonly labels: Record<string, string>;
 }
 
-class PromProxyMetrics implements ProxyMetrics {
-  readonly registry: Registry;
+/** Counts per gRPC code: an array for the 17 known codes, a Map for anything else (should never happen). */
+interface CodeCounts {
+  readonly known: Array<CountCell | undefined>;
+  other: Map<number, CountCell> | undefined;
+}
+
+interface BackendCells {
+  readonly codes: CodeCounts;
+  readonly duration: HistogramCell;
+  retries: CountCell | undefined;
+}
+
+const KNOWN_CODES = 17;
+
+export function createProxyMetrics(options: ProxyMetricsOptions = {}): ProxyMetrics {
+  return new CellProxyMetrics(options);
+}
+
+class CellProxyMetrics implements ProxyMetrics {
+  readonly registry: Registry<RegistryContentType>;
   readonly frontConnections: { inc(): void; dec(): void };
   readonly frontStreamsTotal: { inc(): void };
 
   #calls: Counter<"cluster" | "backend" | "code">;
-  #duration: Histogram<"cluster" | "backend">;
   #retries: Counter<"cluster" | "backend">;
-  #balancerErrors: Counter<"cluster" | "code">;
-  #inFlight: Gauge<"cluster" | "backend">;
-  #up: Gauge<"cluster" | "backend">;
-  #sourceErrors: Counter;
+  #duration: CellHistogram;
   #source: (() => BackendSnapshot[]) | undefined;
-  /** cluster → backend → cells. Nested Maps: lookups need no composite string key per call. */
-  #cells = new Map<string, Map<string, BackendCells>>();
-  /** cluster → code → child. */
-  #balancerCells = new Map<string, Map<number, Inc>>();
+  #sourceFailed = 0;
+  /** cluster → backend → cells. */
+  #backends = new Map<string, Map<string, BackendCells>>();
+  /** cluster → codes. */
+  #balancerErrors = new Map<string, CodeCounts>();
+  #openConnections = 0;
+  #streams: CountCell = { count: 0, reported: 0, labels: {} };
 
   constructor(options: ProxyMetricsOptions) {
     const registry = options.registry ?? new Registry();
@@ -108,18 +119,24 @@ class PromProxyMetrics implements ProxyMetrics {
     this.registry = registry;
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix });
     const registers = [registry];
+    // `collect` hooks run with `this` bound to the metric; keep a handle on ours.
+    const self = this;
 
     this.#calls = new Counter({
       name: `${prefix}backend_calls_total`,
       help: "Calls proxied to a backend, by final gRPC status.",
       labelNames: ["cluster", "backend", "code"] as const,
       registers,
+      collect() {
+        for (const byBackend of self.#backends.values()) {
+          for (const cells of byBackend.values()) flushCodes(this, cells.codes);
+        }
+      },
     });
-    this.#duration = new Histogram({
+    this.#duration = createCellHistogram({
       name: `${prefix}backend_call_duration_seconds`,
       help: "Duration of calls proxied to a backend, from pick to end of stream.",
-      labelNames: ["cluster", "backend"] as const,
-      buckets: [...CALL_DURATION_BUCKETS],
+      buckets: CALL_DURATION_BUCKETS,
       registers,
     });
     this.#retries = new Counter({
@@ -127,80 +144,105 @@ class PromProxyMetrics implements ProxyMetrics {
       help: "Uncommitted calls to a backend that were retried on another backend.",
       labelNames: ["cluster", "backend"] as const,
       registers,
+      collect() {
+        for (const byBackend of self.#backends.values()) {
+          for (const cells of byBackend.values()) if (cells.retries) flush(this, cells.retries);
+        }
+      },
     });
-    this.#balancerErrors = new Counter({
+    new Counter({
       name: `${prefix}balancer_errors_total`,
-      help: "Calls the balancer answered itself without a backend, by gRPC status.",
+      help: "Calls the balancer answered itself, without a backend, by gRPC status.",
       labelNames: ["cluster", "code"] as const,
       registers,
+      collect() {
+        for (const codes of self.#balancerErrors.values()) flushCodes(this, codes);
+      },
     });
-    const self = this;
-    this.#inFlight = new Gauge({
+    // Both gauges ask the source; a scrape calls it twice, synchronously, so both see the same state.
+    new Gauge({
       name: `${prefix}backend_in_flight`,
       help: "Calls in flight on a backend at scrape time.",
       labelNames: ["cluster", "backend"] as const,
       registers,
       collect() {
-        self.#fill(this, (b) => b.inFlight);
+        self.#fillGauge(this, (b) => b.inFlight);
       },
     });
-    this.#up = new Gauge({
+    new Gauge({
       name: `${prefix}backend_up`,
       help: "1 when the backend's connection is ready, else 0.",
       labelNames: ["cluster", "backend"] as const,
       registers,
       collect() {
-        self.#fill(this, (b) => (b.state === "ready" ? 1 : 0));
+        self.#fillGauge(this, (b) => (b.state === "ready" ? 1 : 0));
       },
     });
-    this.#sourceErrors = new Counter({
+    new Counter({
       name: `${prefix}metrics_source_errors_total`,
-      help: "Scrapes where the in-flight source threw; the per-backend gauges were left empty.",
+      help: "Times the in-flight source threw during a scrape (asked once per gauge); those gauges stayed empty.",
       registers,
+      collect() {
+        if (self.#sourceFailed > 0) this.inc(self.#sourceFailed);
+        self.#sourceFailed = 0;
+      },
+    });
+    new Gauge({
+      name: `${prefix}front_connections`,
+      help: "Open client (front) HTTP/2 connections.",
+      registers,
+      collect() {
+        this.set(self.#openConnections);
+      },
+    });
+    new Counter({
+      name: `${prefix}front_streams_total`,
+      help: "Streams accepted on client (front) connections.",
+      registers,
+      collect() {
+        flush(this, self.#streams);
+      },
     });
 
-    const connections = new Gauge({
-      name: `${prefix}front_connections`,
-      help: "Open client HTTP/2 connections.",
-      registers,
-    });
-    const streams = new Counter({
-      name: `${prefix}front_streams_total`,
-      help: "Streams accepted on client connections.",
-      registers,
-    });
-    // Unlabelled metrics keep one value each; wrap so callers cannot pass labels or odd values.
-    this.frontConnections = { inc: () => connections.inc(1), dec: () => connections.dec(1) };
-    this.frontStreamsTotal = { inc: () => streams.inc(1) };
+    this.frontConnections = {
+      inc: () => {
+        this.#openConnections++;
+      },
+      dec: () => {
+        this.#openConnections--;
+      },
+    };
+    this.frontStreamsTotal = {
+      inc: () => {
+        this.#streams.count++;
+      },
+    };
   }
 
   callEnded(cluster: string, backend: string, grpcCode: number, seconds: number): void {
-    const cells = this.#backendCells(cluster, backend);
-    let child = cells.codes[grpcCode];
-    if (child === undefined) child = this.#codeChild(cells, cluster, backend, grpcCode);
-    child.inc();
-    // A negative or NaN duration (clock misuse upstream) must not throw on the data path.
-    cells.duration.observe(seconds >= 0 ? seconds : 0);
+    const cells = this.#cells(cluster, backend);
+    const known = cells.codes.known[grpcCode];
+    if (known !== undefined) known.count++;
+    else codeCell(cells.codes, grpcCode, { cluster, backend }).count++;
+    // NaN, negative or infinite durations (a clock bug upstream) must neither throw nor poison the sum.
+    this.#duration.observe(cells.duration, Number.isFinite(seconds) && seconds > 0 ? seconds : 0);
   }
 
   callFailedAtBalancer(cluster: string, code: number): void {
-    let byCode = this.#balancerCells.get(cluster);
-    if (byCode === undefined) {
-      byCode = new Map();
-      this.#balancerCells.set(cluster, byCode);
+    let codes = this.#balancerErrors.get(cluster);
+    if (codes === undefined) {
+      codes = newCodeCounts();
+      this.#balancerErrors.set(cluster, codes);
     }
-    let child = byCode.get(code);
-    if (child === undefined) {
-      child = this.#balancerErrors.labels(cluster, statusName(code));
-      byCode.set(code, child);
-    }
-    child.inc();
+    const known = codes.known[code];
+    if (known !== undefined) known.count++;
+    else codeCell(codes, code, { cluster }).count++;
   }
 
   retried(cluster: string, backend: string): void {
-    const cells = this.#backendCells(cluster, backend);
-    if (cells.retries === undefined) cells.retries = this.#retries.labels(cluster, backend);
-    cells.retries.inc();
+    const cells = this.#cells(cluster, backend);
+    cells.retries ??= { count: 0, reported: 0, labels: { cluster, backend } };
+    cells.retries.count++;
   }
 
   setInFlightSource(fn: () => BackendSnapshot[]): void {
@@ -208,69 +250,90 @@ class PromProxyMetrics implements ProxyMetrics {
   }
 
   forgetBackend(cluster: string, backend: string): void {
-    const byBackend = this.#cells.get(cluster);
+    const byBackend = this.#backends.get(cluster);
     const cells = byBackend?.get(backend);
     if (byBackend === undefined || cells === undefined) return;
     byBackend.delete(backend);
-    if (byBackend.size === 0) this.#cells.delete(cluster);
-    this.#duration.remove(cluster, backend);
-    if (cells.retries !== undefined) this.#retries.remove(cluster, backend);
-    for (let code = 0; code < cells.codes.length; code++) {
-      if (cells.codes[code] !== undefined) this.#calls.remove(cluster, backend, statusName(code));
-    }
-    for (const code of cells.otherCodes?.keys() ?? []) this.#calls.remove(cluster, backend, statusName(code));
+    if (byBackend.size === 0) this.#backends.delete(cluster);
+    this.#duration.removeCell(cells.duration);
+    for (const cell of codeCells(cells.codes)) if (cell.reported > 0) this.#calls.remove(cell.labels);
+    if (cells.retries && cells.retries.reported > 0) this.#retries.remove(cells.retries.labels);
   }
 
-  #backendCells(cluster: string, backend: string): BackendCells {
-    let byBackend = this.#cells.get(cluster);
+  #cells(cluster: string, backend: string): BackendCells {
+    let byBackend = this.#backends.get(cluster);
     if (byBackend === undefined) {
       byBackend = new Map();
-      this.#cells.set(cluster, byBackend);
+      this.#backends.set(cluster, byBackend);
     }
     let cells = byBackend.get(backend);
     if (cells === undefined) {
       cells = {
-        duration: this.#duration.labels(cluster, backend),
+        codes: newCodeCounts(),
+        duration: this.#duration.cell({ cluster, backend }),
         retries: undefined,
-        codes: new Array<Inc | undefined>(MAX_KNOWN_CODE + 1).fill(undefined),
-        otherCodes: undefined,
       };
       byBackend.set(backend, cells);
     }
     return cells;
   }
 
-  /** Slow path of callEnded: first call with this code, or a code outside 0…16. */
-  #codeChild(cells: BackendCells, cluster: string, backend: string, code: number): Inc {
-    if (Number.isInteger(code) && code >= 0 && code <= MAX_KNOWN_CODE) {
-      const child = this.#calls.labels(cluster, backend, statusName(code));
-      cells.codes[code] = child;
-      return child;
-    }
-    cells.otherCodes ??= new Map();
-    let child = cells.otherCodes.get(code);
-    if (child === undefined) {
-      child = this.#calls.labels(cluster, backend, statusName(code));
-      cells.otherCodes.set(code, child);
-    }
-    return child;
-  }
-
   /** Rebuild a per-backend gauge from the source: reset first, so vanished backends disappear. */
-  #fill(gauge: Gauge<"cluster" | "backend">, value: (b: BackendSnapshot) => number): void {
+  #fillGauge(gauge: Gauge<"cluster" | "backend">, value: (b: BackendSnapshot) => number): void {
     gauge.reset();
     if (this.#source === undefined) return;
     let snapshot: BackendSnapshot[];
     try {
       snapshot = this.#source();
     } catch {
-      // A broken source must not take the whole scrape (process metrics, counters) down with it.
-      // Both gauges call the source, so count the failure once per scrape (from the in-flight gauge).
-      if (gauge === this.#inFlight) this.#sourceErrors.inc();
+      // A broken source must not fail the whole scrape (process metrics, counters).
+      this.#sourceFailed++;
       return;
     }
     for (const b of snapshot) {
-      gauge.set({ cluster: b.cluster, backend: b.backend }, value(b));
+      const v = value(b);
+      gauge.set({ cluster: b.cluster, backend: b.backend }, Number.isFinite(v) ? v : 0);
     }
   }
+}
+
+function newCodeCounts(): CodeCounts {
+  return { known: new Array<CountCell | undefined>(KNOWN_CODES).fill(undefined), other: undefined };
+}
+
+/** Slow path: first event with this code, or a code outside 0…16. */
+function codeCell(codes: CodeCounts, code: number, labels: Record<string, string>): CountCell {
+  if (Number.isInteger(code) && code >= 0 && code < KNOWN_CODES) {
+    const cell = codes.known[code] ?? {
+      count: 0,
+      reported: 0,
+      labels: { ...labels, code: statusName(code) },
+    };
+    codes.known[code] = cell;
+    return cell;
+  }
+  codes.other ??= new Map();
+  let cell = codes.other.get(code);
+  if (cell === undefined) {
+    cell = { count: 0, reported: 0, labels: { ...labels, code: statusName(code) } };
+    codes.other.set(code, cell);
+  }
+  return cell;
+}
+
+function* codeCells(codes: CodeCounts): Generator<CountCell> {
+  for (const cell of codes.known) if (cell !== undefined) yield cell;
+  if (codes.other) yield* codes.other.values();
+}
+
+function flushCodes(counter: Counter<string>, codes: CodeCounts): void {
+  for (const cell of codeCells(codes)) flush(counter, cell);
+}
+
+/** Hand the increments since the last scrape to prom-client. */
+function flush(counter: Counter<string>, cell: CountCell): void {
+  const delta = cell.count - cell.reported;
+  if (delta <= 0) return;
+  counter.inc(cell.labels, delta);
+  cell.reported = cell.count;
 }
