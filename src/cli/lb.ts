@@ -21,6 +21,7 @@ export interface LbFlags {
   policy?: string;
   admin?: string;
   logLevel?: string;
+  exposeBackend?: boolean;
 }
 
 /** File settings overlaid with flags (flags win), validated; throws ConfigError naming file or flag. */
@@ -34,6 +35,7 @@ export function loadLbConfig(flags: LbFlags): LbConfig {
       ...(flags.policy !== undefined ? { policy: flags.policy } : {}),
       ...(flags.backend !== undefined ? { backends: flags.backend } : {}),
       ...(flags.logLevel !== undefined ? { log: { level: flags.logLevel } } : {}),
+      ...(flags.exposeBackend ? { exposeBackend: true } : {}),
     },
     "flags",
   );
@@ -71,6 +73,7 @@ export async function runLb(flags: LbFlags): Promise<void> {
       retryBufferBytes: config.retryBufferBytes,
       maxAttempts: config.maxAttempts,
       queueTimeoutMs: config.queueTimeoutMs,
+      exposeBackend: config.exposeBackend,
     },
     limits: config.limits,
     connection: config.backend,

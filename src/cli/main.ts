@@ -32,6 +32,7 @@ program
   .option("-p, --policy <name>", "load-balancing policy: least_request (default), round_robin, pick_first")
   .option("-a, --admin <address>", "admin HTTP address serving /metrics, /status, /healthz")
   .option("--log-level <level>", "trace, debug, info (default), warn, error, silent")
+  .option("--expose-backend", "add an x-roster-backend response header naming the backend (for load tests)")
   .addHelpText(
     "after",
     `

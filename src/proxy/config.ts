@@ -43,6 +43,7 @@ export const lbConfigSchema = z.strictObject({
     })
     .optional(),
   queueTimeoutMs: positiveInt.optional(),
+  exposeBackend: z.boolean().optional(),
   backend: z
     .strictObject({
       keepaliveMs: z.number().int().min(0).optional(),
@@ -68,6 +69,7 @@ export interface LbConfig {
   retryBufferBytes: number;
   maxAttempts: number;
   queueTimeoutMs: number;
+  exposeBackend: boolean;
   backend: { keepaliveMs: number; keepaliveTimeoutMs: number; connectTimeoutMs: number; maxSessions: number };
   logLevel: string;
 }
@@ -131,6 +133,7 @@ export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, wh
     retryBufferBytes: raw.retry?.bufferBytes ?? 256 * 1024,
     maxAttempts: raw.retry?.maxAttempts ?? 5,
     queueTimeoutMs: raw.queueTimeoutMs ?? 10_000,
+    exposeBackend: raw.exposeBackend ?? false,
     backend: {
       keepaliveMs: raw.backend?.keepaliveMs ?? 20_000,
       keepaliveTimeoutMs: raw.backend?.keepaliveTimeoutMs ?? 10_000,

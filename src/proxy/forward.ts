@@ -20,6 +20,8 @@ export interface ForwardOptions {
   /** Once per call, after its status is known. `backend` is undefined when no backend was reached. */
   readonly onCallEnd?: (cluster: string, backend: Backend | undefined, code: number, ms: number) => void;
   readonly onRetry?: (cluster: string, backend: Backend, reason: string) => void;
+  /** Opt-in: add `x-roster-backend: KEY` to response headers (load tests use it for per-backend shares). */
+  readonly exposeBackend?: boolean;
 }
 
 /**
@@ -246,6 +248,7 @@ class ForwardedCall {
     const front = this.#front;
     if (front.destroyed || front.closed) return;
     this.#responded = true;
+    if (this.#o.exposeBackend && this.#backend !== undefined) headers["x-roster-backend"] = this.#backend.key;
     if (flags & NGHTTP2_FLAG_END_STREAM) {
       // Trailers-only response: stays trailers-only.
       front.respond(headers as http2.OutgoingHttpHeaders, { endStream: true });

@@ -19,7 +19,9 @@ export interface LbOptions {
   readonly backends: readonly Endpoint[];
   readonly policy: PolicySpec;
   readonly deps?: BalancerDeps;
-  readonly forward?: Partial<Pick<ForwardOptions, "retryBufferBytes" | "maxAttempts" | "queueTimeoutMs">>;
+  readonly forward?: Partial<
+    Pick<ForwardOptions, "retryBufferBytes" | "maxAttempts" | "queueTimeoutMs" | "exposeBackend">
+  >;
   readonly limits?: Partial<FrontLimits>;
   readonly connection?: Omit<BackendConnectionOptions, "address" | "onStateChange">;
   readonly onCallEnd?: ForwardOptions["onCallEnd"];
