@@ -2,7 +2,6 @@ import { readFileSync, watch } from "node:fs";
 import { formatAddress } from "../core/endpoint.ts";
 import { ConfigError } from "../core/errors.ts";
 import { createDefaultRegistry } from "../core/policies/registry.ts";
-import { startAdminServer } from "../observe/admin.ts";
 import { createLogger } from "../observe/log.ts";
 import { createProxyMetrics } from "../observe/metrics.ts";
 import {
@@ -13,6 +12,7 @@ import {
   validateRaw,
 } from "../proxy/config.ts";
 import { startLb } from "../proxy/lb.ts";
+import { lbHooks, observeLb } from "./wiring.ts";
 
 export interface LbFlags {
   config?: string;
@@ -64,7 +64,6 @@ export async function runLb(flags: LbFlags): Promise<void> {
   const config = loadLbConfig(flags);
   const log = createLogger({ level: config.logLevel, name: "roster-lb" });
   const metrics = createProxyMetrics();
-  const failing = new Set<string>();
   const lb = await startLb({
     listen: config.listen,
     backends: config.backends,
@@ -77,67 +76,9 @@ export async function runLb(flags: LbFlags): Promise<void> {
     },
     limits: config.limits,
     connection: config.backend,
-    onCallEnd: (cluster, backend, code, ms) => {
-      if (backend === undefined) metrics.callFailedAtBalancer(cluster, code);
-      else metrics.callEnded(cluster, backend.key, code, ms / 1000);
-    },
-    onRetry: (cluster, backend, reason) => {
-      metrics.retried(cluster, backend.key);
-      log.debug({ cluster, backend: backend.key, reason }, "retrying call on another backend");
-    },
-    onChannelEvent: (event) => {
-      switch (event.kind) {
-        case "backend-state": {
-          // Reconnect attempts to a dead backend repeat connecting/transient-failure: log the first
-          // failure after readiness as a warning, the repeats at debug.
-          const { key, state } = event;
-          const fields = {
-            backend: key,
-            state: state.kind,
-            ...(state.kind === "transient-failure" ? { error: state.error } : {}),
-          };
-          const wasFailing = failing.has(key);
-          if (state.kind === "ready") {
-            failing.delete(key);
-            log.info(fields, `backend ${key} is ready`);
-          } else if (state.kind === "transient-failure" && !wasFailing) {
-            failing.add(key);
-            log.warn(fields, `backend ${key} failed: ${state.error}`);
-          } else log.debug(fields, `backend ${key} is ${state.kind}`);
-          break;
-        }
-        case "discovery-error":
-          log.warn({ error: event.error }, "discovery failed; retrying");
-          break;
-        default:
-          log.info(
-            { backend: event.key },
-            event.kind === "backend-added" ? "backend added" : "backend removed",
-          );
-      }
-    },
-    onFrontEvent: (message, fields) => log.warn(fields ?? {}, message),
-    onConnection: (delta) => (delta > 0 ? metrics.frontConnections.inc() : metrics.frontConnections.dec()),
+    ...lbHooks(log, metrics),
   });
-  metrics.setInFlightSource(() =>
-    lb.channel
-      .status()
-      .map((b) => ({ cluster: lb.channel.name, backend: b.key, inFlight: b.inFlight, state: b.state })),
-  );
-  const admin =
-    config.admin === undefined
-      ? undefined
-      : await startAdminServer({
-          host: config.admin.kind === "tcp" ? config.admin.host : "127.0.0.1",
-          port: config.admin.kind === "tcp" ? config.admin.port : 0,
-          metrics,
-          status: () => ({
-            listeners: [{ address: lb.server.address, connections: lb.server.connections() }],
-            policy: config.policy.name,
-            backends: lb.channel.status(),
-          }),
-          log,
-        });
+  const admin = await observeLb(lb, metrics, log, config.admin, () => ({ policy: config.policy.name }));
   log.info(
     {
       listen: lb.server.address,

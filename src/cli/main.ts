@@ -2,6 +2,7 @@ import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { ConfigError } from "../core/errors.ts";
 import { runDemo } from "./demo.ts";
 import { runLb } from "./lb.ts";
+import { runServe } from "./serve.ts";
 
 /**
  * `roster`: argv parsing and wiring only. Errors a user can fix (flags, config) print one line and exit
@@ -51,6 +52,32 @@ const count = (name: string) => (value: string) => {
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a whole number >= 1`);
   return n;
 };
+
+program
+  .command("serve")
+  .description("serve a gRPC service module on N worker processes behind one port, balancing every call")
+  .argument(
+    "<module>",
+    "service module (.ts or .js) exporting defineService(...) (see examples/echo-service.ts)",
+  )
+  .option("-w, --workers <n>", "worker processes (default: number of cores)", count("--workers"))
+  .option("-l, --listen <address>", "HOST:PORT or unix:PATH (default 127.0.0.1:50051)", port)
+  .option("-a, --admin <address>", "admin HTTP address serving /metrics, /status, /healthz")
+  .option("-p, --policy <name>", "load-balancing policy over workers (default least_request)")
+  .option(
+    "--drain-grace <ms>",
+    "time open calls get to finish on SIGTERM or rolling restart",
+    count("--drain-grace"),
+  )
+  .option("--log-level <level>", "trace, debug, info (default), warn, error, silent")
+  .addHelpText(
+    "after",
+    `
+Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP restarts workers one at a time (no failed call).`,
+  )
+  .action(async (module: string, options) => {
+    await runServe(module, options);
+  });
 
 program
   .command("demo")

@@ -165,6 +165,9 @@ export class BackendConnection {
     connectTimer.unref();
     session.once("connect", () => {
       clearTimeout(connectTimer);
+      // close()/destroy() may have come while connecting: the session is no use then (and Node throws
+      // ERR_HTTP2_INVALID_SESSION from setLocalWindowSize on it).
+      if (session.destroyed || session.closed || slot.draining) return;
       slot.connected = true;
       session.setLocalWindowSize(window);
       this.#schedulePing(slot);
@@ -215,7 +218,7 @@ export class BackendConnection {
     const every = this.#o.keepaliveMs ?? 20_000;
     if (every <= 0) return;
     slot.pingTimer = setTimeout(() => {
-      if (slot.session.destroyed) return;
+      if (slot.session.destroyed || slot.session.closed) return;
       const timeout = setTimeout(
         () =>
           slot.session.destroy(

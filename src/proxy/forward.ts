@@ -20,6 +20,11 @@ export interface ForwardOptions {
   /** Once per call, after its status is known. `backend` is undefined when no backend was reached. */
   readonly onCallEnd?: (cluster: string, backend: Backend | undefined, code: number, ms: number) => void;
   readonly onRetry?: (cluster: string, backend: Backend, reason: string) => void;
+  /**
+   * Methods safe to run twice: when the connection to their backend is lost before any response byte,
+   * they are retried on another backend (other calls get UNAVAILABLE: they may have run).
+   */
+  readonly isIdempotent?: (path: string) => boolean;
   /** Opt-in: add `x-roster-backend: KEY` to response headers (load tests use it for per-backend shares). */
   readonly exposeBackend?: boolean;
 }
@@ -300,9 +305,14 @@ class ForwardedCall {
       }
     }
     if (connectionLost) {
+      const path = this.#headers[":path"] as string;
+      if (this.#state === "attempting" && this.#o.isIdempotent?.(path)) {
+        this.#retryOrFail(backend, "was lost during an idempotent call", Status.UNAVAILABLE);
+        return;
+      }
       this.#fail({
         code: Status.UNAVAILABLE,
-        message: `roster: connection to backend ${backend.key} was lost during the call`,
+        message: `roster: connection to backend ${backend.key} was lost during the call (did it crash?); not retried: the call may have run and ${path} is not marked idempotent`,
       });
       return;
     }

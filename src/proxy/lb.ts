@@ -20,7 +20,10 @@ export interface LbOptions {
   readonly policy: PolicySpec;
   readonly deps?: BalancerDeps;
   readonly forward?: Partial<
-    Pick<ForwardOptions, "retryBufferBytes" | "maxAttempts" | "queueTimeoutMs" | "exposeBackend">
+    Pick<
+      ForwardOptions,
+      "retryBufferBytes" | "maxAttempts" | "queueTimeoutMs" | "exposeBackend" | "isIdempotent"
+    >
   >;
   readonly limits?: Partial<FrontLimits>;
   readonly connection?: Omit<BackendConnectionOptions, "address" | "onStateChange">;

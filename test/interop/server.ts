@@ -218,7 +218,7 @@ function duplexHandler(buffer: boolean) {
   };
 }
 
-const handlers: grpc.UntypedServiceImplementation = {
+export const interopHandlers: grpc.UntypedServiceImplementation = {
   EmptyCall(call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) {
     try {
       new ResponseHeaders(call).sendIfNeeded(false);
@@ -316,7 +316,7 @@ export async function startInteropServer(opts?: { host?: string }): Promise<Inte
     "grpc.max_send_message_length": -1,
     interceptors: [compressionInterceptor],
   });
-  server.addService(testServiceDefinition, handlers);
+  server.addService(testServiceDefinition, interopHandlers);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:0`, grpc.ServerCredentials.createInsecure(), (err, p) => {
       if (err) reject(err);

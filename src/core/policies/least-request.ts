@@ -11,7 +11,12 @@ import { withoutExcluded } from "../picker.ts";
  * choiceCount to [2, 10] (values above 10 are clamped there; we reject them so a typo is seen).
  *
  * Cost comes from the candidate's LoadTracker, so the same policy works over pending-requests or any
- * other tracker. With fewer candidates than choices this is still correct: sampling with replacement.
+ * other tracker.
+ *
+ * Deviation: when there are no more candidates than choices (a handful of local workers), sampling with
+ * replacement is only a noisier full scan, so we scan them all and break ties by rotating the starting
+ * point — "join the shortest queue", round-robin among equals. With identical workers that keeps the
+ * shares within a few calls of each other, which P2C's random ties do not (~±3% over 1000 calls each).
  */
 export interface LeastRequestConfig {
   choiceCount: number;
@@ -21,6 +26,8 @@ class LeastRequestPicker implements Picker {
   readonly #candidates: readonly Candidate[];
   readonly #choices: number;
   readonly #deps: BalancerDeps;
+  /** Start of the next full scan (rotates so that ties are shared in turn). */
+  #rotation = 0;
   constructor(candidates: readonly Candidate[], choices: number, deps: BalancerDeps) {
     this.#candidates = candidates;
     this.#choices = choices;
@@ -32,6 +39,19 @@ class LeastRequestPicker implements Picker {
     const now = this.#deps.clock.now();
     let best: Candidate | undefined;
     let bestCost = Number.POSITIVE_INFINITY;
+    if (list.length <= this.#choices) {
+      const n = list.length;
+      const start = this.#rotation++ % n;
+      for (let i = 0; i < n; i++) {
+        const c = list[(start + i) % n]!;
+        const cost = c.load.cost(now);
+        if (cost < bestCost) {
+          best = c;
+          bestCost = cost;
+        }
+      }
+      return { kind: "pick", candidate: best! };
+    }
     for (let i = 0; i < this.#choices; i++) {
       const c = list[randomInt(this.#deps.random, list.length)]!;
       const cost = c.load.cost(now);

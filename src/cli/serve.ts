@@ -1,0 +1,91 @@
+import { parseAddress } from "../core/endpoint.ts";
+import { ConfigError } from "../core/errors.ts";
+import { createDefaultRegistry } from "../core/policies/registry.ts";
+import { createLogger } from "../observe/log.ts";
+import { createProxyMetrics } from "../observe/metrics.ts";
+import { ServeStartError, serve } from "../server/supervisor.ts";
+import { lbHooks, observeLb } from "./wiring.ts";
+
+export interface ServeFlags {
+  workers?: number;
+  listen?: string;
+  admin?: string;
+  policy?: string;
+  drainGrace?: number;
+  logLevel?: string;
+}
+
+export async function runServe(module: string, flags: ServeFlags): Promise<void> {
+  const listen = parseAddress(flags.listen ?? "127.0.0.1:50051", "--listen");
+  const adminAddress = flags.admin === undefined ? undefined : parseAddress(flags.admin, "--admin");
+  const policy =
+    flags.policy === undefined ? undefined : createDefaultRegistry().resolve(flags.policy, {}, "--policy");
+  const log = createLogger({ name: "roster-serve", ...(flags.logLevel ? { level: flags.logLevel } : {}) });
+  const metrics = createProxyMetrics();
+  let server: Awaited<ReturnType<typeof serve>>;
+  try {
+    server = await serve({
+      module,
+      ...(flags.workers !== undefined ? { workers: flags.workers } : {}),
+      listen,
+      ...(policy !== undefined ? { policy } : {}),
+      ...(flags.drainGrace !== undefined ? { drainGraceMs: flags.drainGrace } : {}),
+      lb: lbHooks(log, metrics),
+      onEvent: (e) => {
+        switch (e.kind) {
+          case "worker-ready":
+            log.info({ worker: e.worker, pid: e.pid }, `worker ${e.worker} is serving`);
+            break;
+          case "worker-exited":
+            if (e.expected) log.info({ ...e }, `worker ${e.worker} exited`);
+            else
+              log.error(
+                { ...e },
+                `worker ${e.worker} (pid ${e.pid}) died: ${e.signal ?? `exit code ${e.code}`}`,
+              );
+            break;
+          case "worker-restart-scheduled":
+            if (e.crashLoop) {
+              log.error(
+                { ...e },
+                `worker ${e.worker} is crash-looping (${e.recentCrashes} crashes in 60 s); next start in ${e.inMs} ms`,
+              );
+            } else log.warn({ ...e }, `restarting worker ${e.worker} in ${e.inMs} ms`);
+            break;
+          case "worker-failed":
+            log.error({ worker: e.worker }, e.message);
+            break;
+          case "reload":
+            log.info({ phase: e.phase, message: e.message }, `rolling restart ${e.phase}`);
+            break;
+        }
+      },
+    });
+  } catch (err) {
+    if (err instanceof ServeStartError) throw new ConfigError("", `cannot start: ${err.message}`);
+    throw err;
+  }
+  const admin = await observeLb(server.lb, metrics, log, adminAddress, () => ({ workers: server.workers() }));
+  log.info(
+    {
+      listen: server.address,
+      admin: admin?.address,
+      workers: server.workers().length,
+      policy: policy?.name ?? "least_request",
+    },
+    `roster serve listening on ${server.address} with ${server.workers().length} workers`,
+  );
+  process.on("SIGHUP", () => void server.reload());
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "draining: health NOT_SERVING, no new connections, open calls finish");
+    await server.close();
+    await admin?.close();
+    log.info("stopped");
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+}

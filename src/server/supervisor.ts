@@ -1,0 +1,348 @@
+import { type ChildProcess, fork } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { availableParallelism, tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { PolicySpec } from "../core/balancer.ts";
+import type { Address, Endpoint } from "../core/endpoint.ts";
+import { createDefaultRegistry } from "../core/policies/registry.ts";
+import { type Lb, type LbOptions, startLb } from "../proxy/lb.ts";
+import type { SupervisorMessage, WorkerConfig, WorkerMessage } from "./protocol.ts";
+
+/**
+ * `roster serve`: a supervisor that runs N worker processes of the user's service module, each a
+ * grpc-js server on a unix socket, and the `roster lb` data path in front, balancing every call.
+ *
+ * Worker life cycle (one slot per worker index; tagged union in WorkerProc.state):
+ *
+ *   starting ──"ready" (health SERVING)──▶ ready ──drain()──▶ draining ──exit──▶ exited
+ *   starting/ready ──unexpected exit──▶ exited ──backoff──▶ (new process) starting
+ *
+ * A worker receives calls only once it said "ready", which it says after its health service reports
+ * SERVING. A crash restarts the slot with a growing backoff (100 ms doubling to 10 s); repeated crashes
+ * are reported as a crash loop, not spun. A worker that fails while the server is starting stops the
+ * whole start with its message (a broken module must not restart forever).
+ */
+export interface ServeOptions {
+  /** Path of the service module (.ts or .js). */
+  readonly module: string;
+  readonly workers?: number;
+  readonly listen: Address;
+  readonly policy?: PolicySpec;
+  /** How long draining workers and front connections get to finish open calls. */
+  readonly drainGraceMs?: number;
+  /** How long a worker may take to become ready. */
+  readonly startTimeoutMs?: number;
+  /** Hooks for logs and metrics, passed to the front. */
+  readonly lb?: Pick<
+    LbOptions,
+    "onCallEnd" | "onRetry" | "onChannelEvent" | "onFrontEvent" | "onConnection" | "limits"
+  >;
+  readonly onEvent?: (event: ServeEvent) => void;
+}
+
+export type ServeEvent =
+  | { kind: "worker-ready"; worker: number; pid: number }
+  | {
+      kind: "worker-exited";
+      worker: number;
+      pid: number;
+      code: number | null;
+      signal: string | null;
+      expected: boolean;
+    }
+  | {
+      kind: "worker-restart-scheduled";
+      worker: number;
+      inMs: number;
+      recentCrashes: number;
+      crashLoop: boolean;
+    }
+  | { kind: "worker-failed"; worker: number; message: string }
+  | { kind: "reload"; phase: "start" | "done" | "aborted"; message?: string };
+
+export interface WorkerStatus {
+  worker: number;
+  pid: number | undefined;
+  state: WorkerState | "waiting-restart";
+  restarts: number;
+}
+
+type WorkerState = "starting" | "ready" | "draining" | "exited";
+
+interface WorkerProc {
+  readonly slot: Slot;
+  readonly child: ChildProcess;
+  readonly endpoint: Endpoint;
+  state: WorkerState;
+  /** Resolves when ready; rejects with the worker's message when it exits first. */
+  readonly ready: Promise<void>;
+}
+
+interface Slot {
+  readonly index: number;
+  generation: number;
+  proc: WorkerProc | undefined;
+  crashes: number[];
+  restarts: number;
+  restartTimer: NodeJS.Timeout | undefined;
+}
+
+export interface RosterServer {
+  readonly address: string;
+  readonly lb: Lb;
+  workers(): WorkerStatus[];
+  /** Rolling restart: one worker at a time, each replaced only once its successor is ready. */
+  reload(): Promise<void>;
+  /** Health NOT_SERVING, front stops accepting and drains, then workers drain and exit. */
+  close(): Promise<void>;
+}
+
+/** The worker entry: .ts beside this file when running from sources, .js when built. */
+const workerEntry = fileURLToPath(
+  new URL(`./worker${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url),
+);
+
+export class ServeStartError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ServeStartError";
+  }
+}
+
+export async function serve(o: ServeOptions): Promise<RosterServer> {
+  const count = o.workers ?? availableParallelism();
+  const graceMs = o.drainGraceMs ?? 10_000;
+  const modulePath = resolve(o.module);
+  const socketDir = mkdtempSync(join(tmpdir(), "roster-"));
+  const slots: Slot[] = Array.from({ length: count }, (_, index) => ({
+    index,
+    generation: 0,
+    proc: undefined,
+    crashes: [],
+    restarts: 0,
+    restartTimer: undefined,
+  }));
+  const idempotent = new Set<string>();
+  let lb: Lb | undefined;
+  let stopping = false;
+
+  const publish = () => {
+    if (lb === undefined) return;
+    const ready: Endpoint[] = [];
+    for (const s of slots) if (s.proc?.state === "ready") ready.push(s.proc.endpoint);
+    lb.setBackends(ready);
+  };
+
+  const spawnWorker = (slot: Slot): WorkerProc => {
+    slot.generation++;
+    const id = `${slot.index + 1}.${slot.generation}`;
+    const socket = join(socketDir, `w${id}.sock`);
+    const config: WorkerConfig = { module: modulePath, socket, id };
+    const execArgv = workerEntry.endsWith(".ts") ? ["--import", "tsx"] : [];
+    const child = fork(workerEntry, [], {
+      execArgv,
+      env: {
+        ...process.env,
+        ROSTER_WORKER: JSON.stringify(config),
+        ROSTER_WORKER_ID: String(slot.index + 1),
+      },
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    const endpoint: Endpoint = {
+      key: `worker-${id}`,
+      address: { kind: "unix", path: socket },
+      weight: 1,
+      labels: { worker: String(slot.index + 1) },
+    };
+    let resolveReady!: () => void;
+    let rejectReady!: (e: Error) => void;
+    const ready = new Promise<void>((res, rej) => {
+      resolveReady = res;
+      rejectReady = rej;
+    });
+    ready.catch(() => {}); // observed by whoever awaits it
+    const proc: WorkerProc = { slot, child, endpoint, state: "starting", ready };
+    let fatal: string | undefined;
+    child.on("message", (m: WorkerMessage) => {
+      if (m.type === "ready" && proc.state === "starting") {
+        proc.state = "ready";
+        for (const p of m.idempotentPaths) idempotent.add(p);
+        o.onEvent?.({ kind: "worker-ready", worker: slot.index + 1, pid: child.pid ?? 0 });
+        resolveReady();
+        publish();
+      } else if (m.type === "fatal") {
+        fatal = m.message;
+        o.onEvent?.({ kind: "worker-failed", worker: slot.index + 1, message: m.message });
+      }
+    });
+    child.on("error", () => {}); // 'exit' follows
+    child.once("exit", (code, signal) => {
+      const wasState = proc.state;
+      proc.state = "exited";
+      const expected = wasState === "draining" || stopping;
+      o.onEvent?.({
+        kind: "worker-exited",
+        worker: slot.index + 1,
+        pid: child.pid ?? 0,
+        code,
+        signal,
+        expected,
+      });
+      rejectReady(
+        new ServeStartError(
+          fatal ?? `worker ${slot.index + 1} exited (${signal ?? `code ${code}`}) before it was ready`,
+        ),
+      );
+      if (wasState === "ready") publish();
+      if (!expected && slot.proc === proc) scheduleRestart(slot);
+    });
+    return proc;
+  };
+
+  const scheduleRestart = (slot: Slot) => {
+    if (stopping || lb === undefined) return; // during start-up a failure aborts the start instead
+    const now = Date.now();
+    slot.crashes = [...slot.crashes.filter((t) => now - t < 60_000), now];
+    const recent = slot.crashes.length;
+    const inMs = Math.min(100 * 2 ** (recent - 1), 10_000);
+    o.onEvent?.({
+      kind: "worker-restart-scheduled",
+      worker: slot.index + 1,
+      inMs,
+      recentCrashes: recent,
+      crashLoop: recent >= 5,
+    });
+    clearTimeout(slot.restartTimer);
+    slot.restartTimer = setTimeout(() => {
+      slot.restartTimer = undefined;
+      if (stopping) return;
+      slot.restarts++;
+      slot.proc = spawnWorker(slot);
+    }, inMs);
+  };
+
+  const drain = (proc: WorkerProc): Promise<void> => {
+    if (proc.state === "exited") return Promise.resolve();
+    proc.state = "draining";
+    publish();
+    return new Promise<void>((res) => {
+      const kill = setTimeout(() => proc.child.kill("SIGKILL"), graceMs + 2000);
+      proc.child.once("exit", () => {
+        clearTimeout(kill);
+        res();
+      });
+      sendTo(proc, { type: "drain", graceMs });
+    });
+  };
+
+  const killAll = () => {
+    for (const s of slots) if (s.proc && s.proc.state !== "exited") s.proc.child.kill("SIGKILL");
+    rmSync(socketDir, { recursive: true, force: true });
+  };
+
+  // Start every worker; the first one that fails stops the start with its message.
+  for (const s of slots) s.proc = spawnWorker(s);
+  try {
+    await withTimeout(
+      Promise.all(slots.map((s) => s.proc!.ready)),
+      o.startTimeoutMs ?? 60_000,
+      `workers did not become ready within ${o.startTimeoutMs ?? 60_000} ms`,
+    );
+  } catch (err) {
+    stopping = true;
+    killAll();
+    throw err;
+  }
+
+  lb = await startLb({
+    listen: o.listen,
+    backends: slots.map((s) => s.proc!.endpoint),
+    // Default: least_request scanning every worker (up to A48's 10 choices): with identical local
+    // workers this keeps their shares within a few calls of each other.
+    policy:
+      o.policy ??
+      createDefaultRegistry().resolve("least_request", { choiceCount: Math.min(Math.max(count, 2), 10) }),
+    forward: { isIdempotent: (path) => idempotent.has(path) },
+    // Workers are local: reconnect fast, and give up a dead socket quickly.
+    connection: { keepaliveMs: 10_000, keepaliveTimeoutMs: 5000, connectTimeoutMs: 2000 },
+    ...o.lb,
+  });
+  const front = lb;
+
+  let reloading: Promise<void> | undefined;
+  const reload = async () => {
+    o.onEvent?.({ kind: "reload", phase: "start" });
+    for (const slot of slots) {
+      if (stopping) return;
+      const old = slot.proc;
+      const next = spawnWorker(slot);
+      // The old process keeps its slot (and its calls) until its successor is ready.
+      try {
+        await withTimeout(
+          next.ready,
+          o.startTimeoutMs ?? 60_000,
+          `worker ${slot.index + 1} did not become ready`,
+        );
+      } catch (err) {
+        next.child.kill("SIGKILL");
+        o.onEvent?.({ kind: "reload", phase: "aborted", message: (err as Error).message });
+        return;
+      }
+      // Swap: the new worker takes new calls; the old one leaves the backend list (its open calls
+      // finish on the connection that carries them), then drains and exits.
+      slot.proc = next;
+      publish();
+      if (old !== undefined) await drain(old);
+    }
+    o.onEvent?.({ kind: "reload", phase: "done" });
+  };
+
+  return {
+    address: front.server.address,
+    lb: front,
+    workers: () =>
+      slots.map((s) => ({
+        worker: s.index + 1,
+        pid: s.proc?.child.pid,
+        state: s.restartTimer !== undefined ? "waiting-restart" : (s.proc?.state ?? "exited"),
+        restarts: s.restarts,
+      })),
+    reload() {
+      reloading ??= reload().finally(() => {
+        reloading = undefined;
+      });
+      return reloading;
+    },
+    async close() {
+      if (stopping) return;
+      stopping = true;
+      for (const s of slots) clearTimeout(s.restartTimer);
+      // Health NOT_SERVING first, so health-checking clients and balancers move away while we drain.
+      for (const s of slots) if (s.proc) sendTo(s.proc, { type: "not-serving" });
+      await front.close(graceMs);
+      await Promise.all(slots.map((s) => (s.proc ? drain(s.proc) : Promise.resolve())));
+      rmSync(socketDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function sendTo(proc: WorkerProc, message: SupervisorMessage): void {
+  if (proc.child.connected) proc.child.send(message, () => {});
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  return new Promise<T>((res, rej) => {
+    const t = setTimeout(() => rej(new ServeStartError(message)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        res(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        rej(e);
+      },
+    );
+  });
+}

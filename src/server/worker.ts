@@ -1,0 +1,100 @@
+import * as grpc from "@grpc/grpc-js";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import { loadServiceModule, ServiceModuleError } from "./define.ts";
+import type { SupervisorMessage, WorkerConfig, WorkerMessage } from "./protocol.ts";
+
+/**
+ * A worker process of `roster serve`: loads the user's service module, serves it with grpc-js on a
+ * unix socket together with grpc.health.v1 and reflection, and tells the supervisor over IPC when it is
+ * SERVING. On "drain" it reports NOT_SERVING, lets calls finish, and exits 0.
+ */
+
+/** grpc-js server options: see docs/configuration.md ("roster serve" defaults) for why each. */
+export const workerServerOptions: grpc.ServerOptions = {
+  "grpc.max_receive_message_length": -1,
+  "grpc.max_send_message_length": -1,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.http2.min_ping_interval_without_data_ms": 5000,
+  "grpc.keepalive_time_ms": 20_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+  "grpc.max_concurrent_streams": 1000,
+};
+
+function send(message: WorkerMessage): void {
+  process.send?.(message);
+}
+
+async function main(): Promise<void> {
+  const config = JSON.parse(process.env.ROSTER_WORKER ?? "null") as WorkerConfig | null;
+  if (config === null || process.send === undefined) {
+    process.stderr.write("roster worker: start me through `roster serve`, not directly\n");
+    process.exit(2);
+  }
+  let services: Awaited<ReturnType<typeof loadServiceModule>>;
+  try {
+    services = await loadServiceModule(config.module);
+  } catch (err) {
+    const message =
+      err instanceof ServiceModuleError ? err.message : `service module failed: ${(err as Error).message}`;
+    send({ type: "fatal", message });
+    process.exitCode = 3;
+    return;
+  }
+  const server = new grpc.Server({
+    ...workerServerOptions,
+    interceptors: services.flatMap((s) => [...s.interceptors]),
+  });
+  const health = new HealthImplementation({ "": "NOT_SERVING" });
+  health.addToServer(server);
+  for (const s of services) {
+    server.addService(s.definition, s.implementation);
+    health.setStatus(s.name, "NOT_SERVING");
+    if (s.packageDefinition !== undefined) new ReflectionService(s.packageDefinition).addToServer(server);
+  }
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(`unix:${config.socket}`, grpc.ServerCredentials.createInsecure(), (err) =>
+      err ? reject(err) : resolve(),
+    ),
+  );
+  for (const s of services) health.setStatus(s.name, "SERVING");
+  health.setStatus("", "SERVING");
+  send({
+    type: "ready",
+    socket: config.socket,
+    idempotentPaths: services.flatMap((s) => s.idempotentPaths),
+    services: services.map((s) => s.name),
+  });
+
+  const notServing = () => {
+    health.setStatus("", "NOT_SERVING");
+    for (const s of services) health.setStatus(s.name, "NOT_SERVING");
+  };
+  const drain = (graceMs: number) => {
+    notServing();
+    const force = setTimeout(() => {
+      server.forceShutdown();
+      process.exit(0);
+    }, graceMs);
+    force.unref();
+    server.tryShutdown(() => process.exit(0));
+  };
+  process.on("message", (m: SupervisorMessage) => {
+    if (m.type === "drain") drain(m.graceMs);
+    else if (m.type === "not-serving") notServing();
+  });
+  // The supervisor going away (its IPC channel closes) ends the worker too: no orphans.
+  process.on("disconnect", () => {
+    server.forceShutdown();
+    process.exit(0);
+  });
+  // Ctrl-C reaches the whole process group: the supervisor drives the shutdown, so SIGINT is ignored
+  // here. A SIGTERM sent to this worker alone drains it like the supervisor's request.
+  process.on("SIGINT", () => {});
+  process.on("SIGTERM", () => drain(10_000));
+}
+
+void main().catch((err: Error) => {
+  send({ type: "fatal", message: `worker failed to start: ${err.message}` });
+  process.exitCode = 3;
+});
