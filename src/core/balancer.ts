@@ -1,5 +1,7 @@
 import type { Clock, Random } from "./clock.ts";
 import { ConfigError } from "./errors.ts";
+import type { LoadTracker } from "./load/load-tracker.ts";
+import { PendingRequests } from "./load/pending-requests.ts";
 import type { Candidate, Picker } from "./picker.ts";
 
 /**
@@ -20,17 +22,27 @@ export interface BalancerDeps {
 /**
  * One policy: its gRPC service-config name, a config parser that validates and fills defaults
  * (throwing ConfigError naming the field under `policy.`), and a constructor.
+ *
+ * `createLoadTracker`, when present, makes the LoadTracker of one backend — the policy chooses how
+ * load is measured (peak_ewma wants latency), the channel owns the trackers. Without it, backends get
+ * `PendingRequests` (calls in flight).
  */
 export interface BalancerFactory<C = unknown> {
   readonly name: string;
   parseConfig(raw: unknown): C;
   create(config: C, deps: BalancerDeps): Balancer;
+  createLoadTracker?(config: C, deps: BalancerDeps): LoadTracker;
 }
 
-/** A parsed policy choice, ready to create balancers from. */
+/**
+ * A parsed policy choice, ready to create balancers from. The channel calls `createLoadTracker` once
+ * per backend when the backend is added, and keeps that tracker for the backend's life (load survives
+ * picker swaps); a policy change means new trackers.
+ */
 export interface PolicySpec {
   readonly name: string;
   create(deps: BalancerDeps): Balancer;
+  createLoadTracker(deps: BalancerDeps): LoadTracker;
 }
 
 export class BalancerRegistry {
@@ -62,6 +74,14 @@ export class BalancerRegistry {
       }
       throw err;
     }
-    return { name, create: (deps) => factory.create(config, deps) };
+    const makeTracker = factory.createLoadTracker;
+    return {
+      name,
+      create: (deps) => factory.create(config, deps),
+      createLoadTracker:
+        makeTracker === undefined
+          ? () => new PendingRequests()
+          : (deps) => makeTracker.call(factory, config, deps),
+    };
   }
 }

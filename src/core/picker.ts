@@ -16,7 +16,10 @@ export interface Candidate {
 export interface PickContext {
   /** Full method path, "/pkg.Service/Method". */
   readonly path: string;
-  /** Request metadata lookup (lower-case names; first value). */
+  /**
+   * Request metadata lookup (lower-case names; first value). The `:authority` pseudo-header is
+   * answered too (ring_hash's `{ authority: true }` hashes it).
+   */
   header(name: string): string | undefined;
   /** Keys already tried by this call (transparent retry). Policies avoid them when any other remains. */
   readonly exclude?: ReadonlySet<string>;

@@ -188,7 +188,9 @@ describe("registry", () => {
       () => registry.resolve("fastest", {}),
       (e: unknown) =>
         e instanceof ConfigError &&
-        /unknown policy "fastest"; known policies: least_request, pick_first, round_robin/.test(e.message),
+        /unknown policy "fastest"; known policies: least_request, peak_ewma, pick_first, ring_hash, round_robin/.test(
+          e.message,
+        ),
     );
   });
 });
