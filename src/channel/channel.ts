@@ -3,7 +3,6 @@ import type { Balancer, BalancerDeps, PolicySpec } from "../core/balancer.ts";
 import { applyUpdate, type Discovery } from "../core/discovery.ts";
 import { type Endpoint, formatAddress } from "../core/endpoint.ts";
 import type { LoadTracker } from "../core/load/load-tracker.ts";
-import { PendingRequests } from "../core/load/pending-requests.ts";
 import {
   type Candidate,
   constantPicker,
@@ -52,16 +51,17 @@ export interface BackendStats {
 export class Backend implements Candidate {
   readonly key: string;
   readonly endpoint: Endpoint;
-  readonly load: LoadTracker = new PendingRequests();
+  readonly load: LoadTracker;
   readonly connection: BackendConnection;
   readonly stats: BackendStats = { calls: 0, failures: 0, retries: 0 };
   /** Sticky failure (gRFC A61): once failed, counts as failed until it is ready again. */
   failedSinceReady = false;
 
-  constructor(endpoint: Endpoint, connection: BackendConnection) {
+  constructor(endpoint: Endpoint, connection: BackendConnection, load: LoadTracker) {
     this.key = endpoint.key;
     this.endpoint = endpoint;
     this.connection = connection;
+    this.load = load;
   }
 
   request(headers: http2.OutgoingHttpHeaders): http2.ClientHttp2Stream {
@@ -187,7 +187,8 @@ export class Channel {
         address: endpoint.address,
         onStateChange: (state) => this.#onBackendState(key, state),
       });
-      const backend = new Backend(endpoint, connection);
+      // The policy chooses how load is measured (in-flight calls, peak-EWMA latency…).
+      const backend = new Backend(endpoint, connection, this.#o.policy.createLoadTracker(this.#o.deps));
       this.#backends.set(key, backend);
       this.#o.onEvent?.({ kind: "backend-added", key });
       connection.start();

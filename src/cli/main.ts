@@ -30,7 +30,10 @@ program
     port,
   )
   .option("-b, --backend <address>", "a backend HOST:PORT or unix:PATH; repeat for each backend", collect)
-  .option("-p, --policy <name>", "load-balancing policy: least_request (default), round_robin, pick_first")
+  .option(
+    "-p, --policy <name>",
+    "load-balancing policy: least_request (default), round_robin, pick_first, peak_ewma (ring_hash needs --config for its hashKey)",
+  )
   .option("-a, --admin <address>", "admin HTTP address serving /metrics, /status, /healthz")
   .option("--log-level <level>", "trace, debug, info (default), warn, error, silent")
   .option("--expose-backend", "add an x-roster-backend response header naming the backend (for load tests)")

@@ -86,24 +86,27 @@ export class BackendConnection {
    */
   request(headers: http2.OutgoingHttpHeaders): http2.ClientHttp2Stream {
     if (this.#state.kind !== "ready") throw new Error(`backend is ${this.#state.kind}`);
+    // A session still connecting counts as capacity (Node queues the stream until it connects), so a
+    // burst during a GOAWAY hand-over does not open a session per call.
     let best: Slot | undefined;
-    let usable = 0;
+    let open = 0;
     for (const s of this.#slots) {
-      if (s.draining || !s.connected) continue;
-      usable++;
+      if (s.draining) continue;
+      open++;
       if (s.active >= this.#limit(s)) continue;
       if (best === undefined || s.active < best.active) best = s;
     }
     if (best === undefined) {
-      // Every usable session is full: open one more (bounded), else queue on the least busy — nghttp2
-      // holds the stream until the peer allows it.
-      const slotsOpen = this.#slots.filter((s) => !s.draining).length;
-      if (slotsOpen < (this.#o.maxSessions ?? 8)) best = this.#openSession();
-      else {
-        for (const s of this.#slots)
+      // Every session is at the peer's stream limit: open one more (bounded); past the bound, queue on
+      // the least busy — nghttp2 holds the stream until the peer allows it.
+      if (open < (this.#o.maxSessions ?? 8)) {
+        best = this.#openSession();
+      } else {
+        for (const s of this.#slots) {
           if (!s.draining && (best === undefined || s.active < best.active)) best = s;
+        }
       }
-      if (best === undefined) throw new Error(`backend has no usable session (${usable} usable)`);
+      if (best === undefined) throw new Error("backend has no usable session");
     }
     const slot = best;
     const stream = slot.session.request(headers, { endStream: false });

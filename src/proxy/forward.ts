@@ -7,6 +7,9 @@ import type { PickContext } from "../core/picker.ts";
 import { type CallStatus, Status, type StatusCode } from "../core/status.ts";
 import { grpcStatusOf, statusFromRstCode, statusTrailers, trailersOnly } from "./grpc-response.ts";
 
+/** Longest an idempotent call's response start is held back waiting for its trailers (see #heldHeaders). */
+const HOLD_MS = 50;
+
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
 export interface ForwardOptions {
@@ -68,6 +71,15 @@ class ForwardedCall {
   #frontEnded = false;
   #responded = false;
   #trailers: http2.OutgoingHttpHeaders | undefined;
+  /**
+   * The start of an idempotent call's response (headers, then data), held back until its trailers, a
+   * short timer, or the retry buffer's size: until then nothing reached the client and the call can
+   * still move to another backend.
+   */
+  #heldHeaders: http2.IncomingHttpHeaders | undefined;
+  #heldData: Buffer[] = [];
+  #heldBytes = 0;
+  #holdTimer: NodeJS.Timeout | undefined;
   #deadlineAt: number | undefined;
   #timer: NodeJS.Timeout | undefined;
   #cancelWait: (() => void) | undefined;
@@ -173,13 +185,22 @@ class ForwardedCall {
       if (stream === this.#stream) this.#onBackendData(stream, chunk);
     });
     stream.on("trailers", (t) => {
-      if (stream === this.#stream) this.#trailers = t as http2.OutgoingHttpHeaders;
+      if (stream !== this.#stream) return;
+      if (this.#heldHeaders !== undefined) this.#releaseHeld(stream);
+      this.#trailers = t as http2.OutgoingHttpHeaders;
     });
     stream.on("end", () => {
       if (stream === this.#stream && this.#state === "committed") this.#front.end();
     });
+    // Node detaches stream.session before 'close', so keep the session to tell a lost connection
+    // from a stream reset.
+    const session = stream.session;
+    let frameError = false;
+    stream.on("frameError", () => {
+      frameError = true;
+    });
     stream.on("close", () => {
-      if (stream === this.#stream) this.#onBackendClose(stream, backend);
+      if (stream === this.#stream) this.#onBackendClose(stream, backend, session, frameError);
     });
 
     if (this.#buffer !== undefined) {
@@ -202,6 +223,7 @@ class ForwardedCall {
       this.#tried ??= new Set();
       this.#tried.add(backend.key);
       this.#stream = undefined;
+      this.#dropHeld();
       this.#pickAndStart();
       return;
     }
@@ -248,22 +270,74 @@ class ForwardedCall {
   // --- response direction ---------------------------------------------------------------------
 
   #onResponse(headers: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader, flags: number): void {
-    this.#state = "committed";
-    this.#dropRetryBuffer();
-    const front = this.#front;
-    if (front.destroyed || front.closed) return;
-    this.#responded = true;
-    if (this.#o.exposeBackend && this.#backend !== undefined) headers["x-roster-backend"] = this.#backend.key;
     if (flags & NGHTTP2_FLAG_END_STREAM) {
       // Trailers-only response: stays trailers-only.
-      front.respond(headers as http2.OutgoingHttpHeaders, { endStream: true });
-      this.#complete(grpcStatusOf(headers) ?? Status.UNKNOWN, "ok");
+      if (this.#commit()) {
+        this.#front.respond(this.#withBackend(headers), { endStream: true });
+        this.#complete(grpcStatusOf(headers) ?? Status.UNKNOWN, "ok");
+      }
       return;
     }
-    front.respond(headers as http2.OutgoingHttpHeaders, { waitForTrailers: true });
+    if (this.#buffer !== undefined && this.#o.isIdempotent?.(this.#headers[":path"] as string)) {
+      // An idempotent call stays retryable until its answer is complete: a worker killed between writing
+      // the message and the trailers (grpc-js writes them in separate ticks) would otherwise fail a call
+      // that another backend can run. Held until the trailers, HOLD_MS, or the retry buffer's size.
+      this.#heldHeaders = headers;
+      return;
+    }
+    this.#sendHeaders(headers);
+  }
+
+  #releaseHeld(stream: http2.ClientHttp2Stream): void {
+    const headers = this.#heldHeaders;
+    if (headers === undefined) return;
+    const data = this.#heldData;
+    this.#dropHeld();
+    this.#sendHeaders(headers);
+    for (const chunk of data) this.#writeToFront(stream, chunk);
+  }
+
+  #dropHeld(): void {
+    clearTimeout(this.#holdTimer);
+    this.#holdTimer = undefined;
+    this.#heldHeaders = undefined;
+    this.#heldData = [];
+    this.#heldBytes = 0;
+  }
+
+  /** Commits the call and sends the response headers (waiting for trailers). */
+  #sendHeaders(headers: http2.IncomingHttpHeaders): void {
+    if (this.#commit()) this.#front.respond(this.#withBackend(headers), { waitForTrailers: true });
+  }
+
+  /** No response byte has gone to the client before this: from here the call cannot move. */
+  #commit(): boolean {
+    this.#state = "committed";
+    this.#dropRetryBuffer();
+    this.#heldHeaders = undefined;
+    const front = this.#front;
+    if (front.destroyed || front.closed) return false;
+    this.#responded = true;
+    return true;
+  }
+
+  #withBackend(headers: http2.IncomingHttpHeaders): http2.OutgoingHttpHeaders {
+    if (this.#o.exposeBackend && this.#backend !== undefined) headers["x-roster-backend"] = this.#backend.key;
+    return headers as http2.OutgoingHttpHeaders;
   }
 
   #onBackendData(stream: http2.ClientHttp2Stream, chunk: Buffer): void {
+    if (this.#heldHeaders !== undefined) {
+      this.#heldData.push(chunk);
+      this.#heldBytes += chunk.length;
+      if (this.#heldBytes > this.#o.retryBufferBytes) this.#releaseHeld(stream);
+      else this.#holdTimer ??= setTimeout(() => this.#releaseHeld(stream), HOLD_MS);
+      return;
+    }
+    this.#writeToFront(stream, chunk);
+  }
+
+  #writeToFront(stream: http2.ClientHttp2Stream, chunk: Buffer): void {
     if (!this.#front.write(chunk)) {
       stream.pause();
       this.#front.once("drain", () => stream.resume());
@@ -282,15 +356,29 @@ class ForwardedCall {
       this.#complete(grpcStatusOf(trailers as http2.IncomingHttpHeaders) ?? Status.UNKNOWN, "ok");
   }
 
-  #onBackendClose(stream: http2.ClientHttp2Stream, backend: Backend): void {
+  #onBackendClose(
+    stream: http2.ClientHttp2Stream,
+    backend: Backend,
+    session: http2.Http2Session | undefined,
+    frameError: boolean,
+  ): void {
     if (this.#state === "done") return;
     if (this.#state === "committed" && this.#trailers !== undefined) return; // normal end; trailers go out via wantTrailers
     const rst = stream.rstCode ?? NGHTTP2_NO_ERROR;
-    const session = stream.session;
-    const connectionLost = session === undefined || session.destroyed || session.closed;
+    // Destroyed, not merely closed: a session draining after GOAWAY still finishes its streams.
+    const connectionLost = session === undefined || session.destroyed;
     this.#loadDone?.(this.#o.clock.now(), "failure");
     this.#loadDone = undefined;
 
+    if (frameError) {
+      // We could not send a frame to the backend (e.g. a header block larger than HTTP/2 allows it):
+      // a local failure that another backend would share, so not retried.
+      this.#fail({
+        code: Status.INTERNAL,
+        message: `roster: could not send the call to backend ${backend.key} (request headers too large?)`,
+      });
+      return;
+    }
     if (this.#state === "attempting") {
       // Never reached the application: refused (REFUSED_STREAM, or above a GOAWAY's last stream id,
       // which nghttp2 reports as REFUSED_STREAM), or never sent at all.
@@ -306,13 +394,20 @@ class ForwardedCall {
     }
     if (connectionLost) {
       const path = this.#headers[":path"] as string;
-      if (this.#state === "attempting" && this.#o.isIdempotent?.(path)) {
+      const idempotent = this.#o.isIdempotent?.(path) === true;
+      if (this.#state === "attempting" && idempotent) {
         this.#retryOrFail(backend, "was lost during an idempotent call", Status.UNAVAILABLE);
         return;
       }
+      const why =
+        this.#state !== "attempting"
+          ? "the response had already begun"
+          : idempotent
+            ? "the request was larger than the retry buffer"
+            : `the call may have run and ${path} is not marked idempotent`;
       this.#fail({
         code: Status.UNAVAILABLE,
-        message: `roster: connection to backend ${backend.key} was lost during the call (did it crash?); not retried: the call may have run and ${path} is not marked idempotent`,
+        message: `roster: connection to backend ${backend.key} was lost during the call (did it crash?); not retried: ${why}`,
       });
       return;
     }
@@ -361,6 +456,7 @@ class ForwardedCall {
     if (this.#state === "done") return;
     this.#state = "done";
     clearTimeout(this.#timer);
+    clearTimeout(this.#holdTimer);
     this.#cancelWait?.();
     const now = this.#o.clock.now();
     const backend = this.#backend;

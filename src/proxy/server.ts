@@ -4,7 +4,7 @@ import type { Channel } from "../channel/channel.ts";
 import { type Address, formatAddress } from "../core/endpoint.ts";
 import { Status } from "../core/status.ts";
 import { type ForwardOptions, forwardCall } from "./forward.ts";
-import { encodeGrpcMessage } from "./grpc-response.ts";
+import { encodeGrpcMessage, trailersOnly } from "./grpc-response.ts";
 
 /** Limits of the front (client-facing) HTTP/2 connections. */
 export interface FrontLimits {
@@ -46,6 +46,8 @@ export interface ProxyServer {
 }
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** A connection that sends nothing recognisable within this time is closed. */
+const FIRST_BYTES_TIMEOUT_MS = 10_000;
 
 /**
  * The client-facing listener. A plain TCP (or unix) server looks at the first bytes of each
@@ -82,39 +84,77 @@ export async function startProxyServer(o: ProxyServerOptions): Promise<ProxyServ
     }
   });
   h2.on("sessionError", (err) => o.onFrontEvent?.("client session error", { error: err.message }));
-  h2.on("stream", (stream, headers) => {
-    const method = headers[":method"];
-    if (method !== "POST") {
-      reject(stream, 405, `roster: gRPC calls use POST, not ${method}`);
-      return;
-    }
-    const contentType = headers["content-type"];
-    if (typeof contentType !== "string" || !contentType.startsWith("application/grpc")) {
-      reject(stream, 415, `roster: expected content-type application/grpc, got ${contentType ?? "none"}`);
-      return;
-    }
-    forwardCall(stream, headers, o.channel, o.forward);
-  });
+  h2.on(
+    "stream",
+    (
+      stream: http2.ServerHttp2Stream,
+      headers: http2.IncomingHttpHeaders,
+      _flags: number,
+      rawHeaders: string[],
+    ) => {
+      const method = headers[":method"];
+      if (method !== "POST") {
+        reject(stream, 405, `roster: gRPC calls use POST, not ${method}`);
+        return;
+      }
+      const contentType = headers["content-type"];
+      if (typeof contentType !== "string" || !contentType.startsWith("application/grpc")) {
+        reject(stream, 415, `roster: expected content-type application/grpc, got ${contentType ?? "none"}`);
+        return;
+      }
+      // SETTINGS_MAX_HEADER_LIST_SIZE binds a client only once it has acknowledged our SETTINGS, so a
+      // first request can exceed it; count it ourselves (RFC 9113 §6.5.2: name + value + 32 per field).
+      let size = 0;
+      for (let i = 0; i < rawHeaders.length; i += 2)
+        size += rawHeaders[i]!.length + rawHeaders[i + 1]!.length + 32;
+      if (size > limits.maxHeaderListSize) {
+        stream.on("error", () => {});
+        stream.respond(
+          trailersOnly({
+            code: Status.RESOURCE_EXHAUSTED,
+            message: `roster: request headers are ${size} bytes, above the limit of ${limits.maxHeaderListSize} (limits.maxHeaderListSize)`,
+          }),
+          { endStream: true },
+        );
+        o.onFrontEvent?.("rejected a request with oversized headers", { bytes: size });
+        return;
+      }
+      forwardCall(stream, headers, o.channel, o.forward);
+    },
+  );
 
-  const tcp = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => {
+  // Connections whose first bytes have not arrived yet: counted, timed out, and closed by close().
+  const unclassified = new Set<net.Socket>();
+  const tcp = net.createServer({ noDelay: true }, (socket) => {
     socket.on("error", () => {});
-    socket.once("data", (first: Buffer) => {
-      const n = Math.min(first.length, PREFACE.length);
-      if (first.subarray(0, n).equals(PREFACE.subarray(0, n))) {
+    unclassified.add(socket);
+    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
+    socket.once("close", () => unclassified.delete(socket));
+    let head: Buffer = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, PREFACE.length);
+      const matches = head.subarray(0, n).equals(PREFACE.subarray(0, n));
+      if (matches && head.length < PREFACE.length) return; // wait for the rest of the preface
+      socket.off("data", onData);
+      socket.setTimeout(0);
+      unclassified.delete(socket);
+      if (matches) {
         // Put the bytes back: the HTTP/2 session reads what is already buffered on the socket first.
         socket.pause();
-        socket.unshift(first);
+        socket.unshift(head);
         h2.emit("connection", socket);
         return;
       }
       o.onFrontEvent?.("rejected a non-HTTP/2 connection", {
-        firstBytes: first.subarray(0, 16).toString("latin1"),
+        firstBytes: head.subarray(0, 16).toString("latin1"),
       });
       const body = "roster: this port speaks gRPC over HTTP/2 (cleartext, prior knowledge), not HTTP/1.x\n";
       socket.end(
         `HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
       );
-    });
+    };
+    socket.on("data", onData);
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -133,10 +173,11 @@ export async function startProxyServer(o: ProxyServerOptions): Promise<ProxyServ
   return {
     address,
     port,
-    connections: () => sessions.size,
+    connections: () => sessions.size + unclassified.size,
     close(graceMs = 10_000) {
       return new Promise<void>((resolve) => {
         tcp.close();
+        for (const socket of unclassified) socket.destroy();
         for (const s of sessions) s.close();
         const finish = () => {
           clearTimeout(timer);

@@ -1,0 +1,151 @@
+// `roster serve` as a user runs it (the CLI in a child process): SIGTERM drains without failing a call,
+// SIGHUP replaces every worker without failing a call.
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { afterEach, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { createDemoClient, type DemoClient } from "../support/demo-client.ts";
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+let child: ChildProcess | undefined;
+
+afterEach(() => {
+  if (child?.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+});
+
+interface Running {
+  child: ChildProcess;
+  address: string;
+  admin: string;
+  log: string[];
+  exited: Promise<number | null>;
+}
+
+async function startServe(workers: number): Promise<Running> {
+  const proc = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "src/cli/main.ts",
+      "serve",
+      "examples/echo-service.ts",
+      "--workers",
+      String(workers),
+      "--listen",
+      "127.0.0.1:0",
+      "--admin",
+      "127.0.0.1:0",
+    ],
+    { cwd: root, stdio: ["ignore", "ignore", "pipe"] },
+  );
+  child = proc;
+  const log: string[] = [];
+  const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+  const started = await new Promise<{ address: string; admin: string }>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`roster serve did not start:\n${log.join("\n")}`)),
+      30_000,
+    );
+    let buffered = "";
+    proc.stderr!.on("data", (d: Buffer) => {
+      buffered += d.toString();
+      const lines = buffered.split("\n");
+      buffered = lines.pop() ?? "";
+      for (const line of lines) {
+        log.push(line);
+        const m = /"listen":"([^"]+)","admin":"([^"]+)"/.exec(line);
+        if (m) {
+          clearTimeout(timer);
+          resolve({ address: m[1]!, admin: m[2]! });
+        }
+      }
+    });
+    void exited.then((code) => reject(new Error(`roster serve exited with ${code}:\n${log.join("\n")}`)));
+  });
+  return { child: proc, ...started, log, exited };
+}
+
+async function workerPids(admin: string): Promise<number[]> {
+  const res = await fetch(`http://${admin}/status`);
+  const status = (await res.json()) as { workers: Array<{ pid: number; state: string }> };
+  return status.workers.filter((w) => w.state === "ready").map((w) => w.pid);
+}
+
+/** Lanes of calls until `stop()`; every call's outcome is kept. */
+function load(client: DemoClient, lanes: number, sleepUs: number) {
+  let stopped = false;
+  const outcomes: string[] = [];
+  const done = Promise.all(
+    Array.from({ length: lanes }, async () => {
+      while (!stopped) {
+        try {
+          await client.echo("EchoOnce", 0, 10_000, sleepUs);
+          outcomes.push("ok");
+        } catch (err) {
+          outcomes.push((err as Error).message);
+        }
+      }
+    }),
+  );
+  return {
+    outcomes,
+    async stop() {
+      stopped = true;
+      await done;
+    },
+  };
+}
+
+it("drains on SIGTERM: every call in flight succeeds and the process exits 0", {
+  timeout: 60_000,
+}, async () => {
+  const s = await startServe(2);
+  const client = createDemoClient(s.address);
+  const l = load(client, 16, 300_000); // 300 ms calls: plenty are in flight at the signal
+  await new Promise((r) => setTimeout(r, 1000));
+  const stopping = l.stop(); // no new calls from here; the ones in flight must finish
+  s.child.kill("SIGTERM");
+  await stopping;
+  client.close();
+  assert.equal(await s.exited, 0, s.log.join("\n"));
+  const failed = l.outcomes.filter((o) => o !== "ok");
+  assert.ok(l.outcomes.length >= 32, `only ${l.outcomes.length} calls ran`);
+  assert.deepEqual(failed, []);
+  assert.ok(
+    s.log.some((line) => line.includes("draining")),
+    "the drain is logged",
+  );
+});
+
+it("replaces every worker on SIGHUP without failing a call", { timeout: 90_000 }, async () => {
+  const s = await startServe(3);
+  const before = await workerPids(s.admin);
+  assert.equal(before.length, 3);
+  const client = createDemoClient(s.address);
+  const l = load(client, 16, 5000);
+  await new Promise((r) => setTimeout(r, 500));
+  s.child.kill("SIGHUP");
+  // Bounded wait for the rolling restart to finish.
+  const deadline = Date.now() + 60_000;
+  while (!s.log.some((line) => line.includes("rolling restart done")) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  await l.stop();
+  client.close();
+  const after = await workerPids(s.admin);
+  s.child.kill("SIGTERM");
+  assert.equal(await s.exited, 0);
+  assert.ok(
+    s.log.some((line) => line.includes("rolling restart done")),
+    s.log.join("\n"),
+  );
+  assert.equal(after.length, 3);
+  for (const pid of after) assert.ok(!before.includes(pid), `worker pid ${pid} was not replaced`);
+  assert.ok(l.outcomes.length > 200, `only ${l.outcomes.length} calls ran`);
+  assert.deepEqual(
+    l.outcomes.filter((o) => o !== "ok"),
+    [],
+  );
+});
