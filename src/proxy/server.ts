@@ -14,12 +14,22 @@ export interface FrontLimits {
   readonly maxHeaderListSize: number;
   /** Flow-control window per stream and per connection, bytes. */
   readonly windowSize: number;
+  /**
+   * A client connection older than this (±10% jitter) gets GOAWAY so the client reconnects — through
+   * any connection-level balancer in front, which then spreads it (gRPC's MAX_CONNECTION_AGE).
+   * 0 = never.
+   */
+  readonly maxConnectionAgeMs: number;
+  /** After that GOAWAY, how long open calls get before the connection is closed. */
+  readonly maxConnectionAgeGraceMs: number;
 }
 
 export const defaultFrontLimits: FrontLimits = {
   maxConcurrentStreams: 1000,
   maxHeaderListSize: 60 * 1024,
   windowSize: 16 * 1024 * 1024,
+  maxConnectionAgeMs: 0,
+  maxConnectionAgeGraceMs: 30_000,
 };
 
 export interface ProxyServerOptions {
@@ -71,8 +81,18 @@ export async function startProxyServer(o: ProxyServerOptions): Promise<ProxyServ
   h2.on("session", (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     o.onConnection?.(1);
-    session.on("connect", () => {});
+    let ageTimer: NodeJS.Timeout | undefined;
+    if (limits.maxConnectionAgeMs > 0) {
+      const age = limits.maxConnectionAgeMs * (0.9 + 0.2 * Math.random());
+      ageTimer = setTimeout(() => {
+        session.close(); // GOAWAY: open calls finish, new ones go to a new connection
+        ageTimer = setTimeout(() => session.destroy(), limits.maxConnectionAgeGraceMs);
+        ageTimer.unref();
+      }, age);
+      ageTimer.unref();
+    }
     session.once("close", () => {
+      clearTimeout(ageTimer);
       sessions.delete(session);
       o.onConnection?.(-1);
     });

@@ -267,6 +267,9 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
     // Workers are local: reconnect fast, and give up a dead socket quickly.
     connection: { keepaliveMs: 10_000, keepaliveTimeoutMs: 5000, connectTimeoutMs: 2000 },
     ...o.lb,
+    // Clients reconnect every ~10 min, so several `roster serve` machines behind an L4 balancer share
+    // long-lived clients (docs/configuration.md).
+    limits: { maxConnectionAgeMs: 600_000, maxConnectionAgeGraceMs: 30_000, ...o.lb?.limits },
   });
   const front = lb;
 
