@@ -4,14 +4,13 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import cliProgress from "cli-progress";
-import { staticEndpoint } from "../core/endpoint.ts";
-import { createDefaultRegistry } from "../core/policies/registry.ts";
-import { startLb } from "../proxy/lb.ts";
+import { serve } from "../server/supervisor.ts";
 
 /**
- * `roster demo`: four worker processes, and ONE client connection driving them two ways —
- * through a connection-level balancer (what Node cluster, pm2, SO_REUSEPORT and L4 balancers do) and
- * through `roster lb` (per call). Prints each worker's share and the latency percentiles.
+ * `roster demo`: the example service (examples/echo-service.ts) under `roster serve` with N workers,
+ * and the same handler under Node's `cluster` with N workers, each driven from ONE client connection.
+ * Prints each worker's share and the latency percentiles side by side: cluster hands out connections,
+ * roster balances calls.
  */
 export interface DemoOptions {
   workers: number;
@@ -21,9 +20,10 @@ export interface DemoOptions {
 }
 
 const protoPath = fileURLToPath(new URL("../../proto/roster/demo/echo.proto", import.meta.url));
-const backendScript = fileURLToPath(
-  new URL(`./demo-backend${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url),
+const clusterScript = fileURLToPath(
+  new URL(`./demo-cluster${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url),
 );
+const exampleModule = fileURLToPath(new URL("../../examples/echo-service.ts", import.meta.url));
 
 interface RunResult {
   label: string;
@@ -34,91 +34,59 @@ interface RunResult {
 }
 
 export async function runDemo(o: DemoOptions): Promise<void> {
-  const children: ChildProcess[] = [];
-  const cleanup = () => {
-    for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
-  };
-  process.once("exit", cleanup);
+  let clusterProc: ChildProcess | undefined;
+  process.once("exit", () => clusterProc?.kill("SIGTERM"));
+  process.stdout.write(
+    `Starting ${o.workers} workers twice: roster serve, and Node cluster (CPU-bound handler of ${o.workUs} µs)…\n`,
+  );
+  const server = await serve({
+    module: exampleModule,
+    workers: o.workers,
+    listen: { kind: "tcp", host: "127.0.0.1", port: 0 },
+  });
   try {
-    process.stdout.write(
-      `Starting ${o.workers} worker processes (grpc-js, CPU-bound handler of ${o.workUs} µs)…\n`,
-    );
-    const ports = await Promise.all(
-      Array.from({ length: o.workers }, (_, i) => startWorker(`worker-${i + 1}`, children)),
-    );
-    const backends = ports.map((port) => staticEndpoint({ kind: "tcp", host: "127.0.0.1", port }));
-    const lb = await startLb({
-      listen: { kind: "tcp", host: "127.0.0.1", port: 0 },
-      backends,
-      policy: createDefaultRegistry().resolve("least_request", {}),
-    });
-    const l4 = await startConnectionBalancer(ports);
-
+    const port = await freePort();
+    clusterProc = await startCluster(port, o.workers);
     const results: RunResult[] = [];
-    results.push(await drive("connection-level balancer (like cluster/pm2/L4)", `127.0.0.1:${l4.port}`, o));
-    results.push(await drive("roster lb, least_request (per call)", lb.server.address, o));
+    results.push(await drive("Node cluster (hands out connections)", `127.0.0.1:${port}`, o));
+    results.push(await drive("roster serve (balances calls)", server.address, o));
     printReport(results, o);
-
-    await lb.close(1000);
-    l4.close();
   } finally {
-    cleanup();
+    clusterProc?.kill("SIGTERM");
+    await server.close();
   }
 }
 
-function startWorker(name: string, children: ChildProcess[]): Promise<number> {
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function startCluster(port: number, workers: number): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     // From the TypeScript sources (no build) the child needs tsx too.
-    const loader = backendScript.endsWith(".ts") ? ["--import", "tsx"] : [];
-    const child = spawn(process.execPath, [...loader, backendScript, name], {
+    const loader = clusterScript.endsWith(".ts") ? ["--import", "tsx"] : [];
+    const child = spawn(process.execPath, [...loader, clusterScript, String(port), String(workers)], {
       stdio: ["ignore", "pipe", "inherit"],
     });
-    children.push(child);
-    let out = "";
-    const timer = setTimeout(() => reject(new Error(`${name} did not start within 20 s`)), 20_000);
+    const timer = setTimeout(() => reject(new Error("the Node cluster did not start within 30 s")), 30_000);
     child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = /PORT (\d+)/.exec(out);
-      if (m) {
+      if (d.toString().includes("READY")) {
         clearTimeout(timer);
-        resolve(Number(m[1]));
+        resolve(child);
       }
     });
     child.once("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`${name} exited with code ${code} before listening`));
+      reject(new Error(`the Node cluster exited with code ${code} before listening`));
     });
   });
-}
-
-/** A TCP proxy that hands each new connection to the next worker, as connection-level balancers do. */
-function startConnectionBalancer(ports: number[]): Promise<{ port: number; close(): void }> {
-  let next = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect({ host: "127.0.0.1", port: ports[next++ % ports.length]! });
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on("error", () => {
-        client.destroy();
-        upstream.destroy();
-      });
-      s.on("close", () => sockets.delete(s));
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address() as net.AddressInfo;
-      resolve({
-        port: address.port,
-        close: () => {
-          server.close();
-          for (const s of sockets) s.destroy();
-        },
-      });
-    }),
-  );
 }
 
 async function drive(label: string, target: string, o: DemoOptions): Promise<RunResult> {
@@ -201,7 +169,7 @@ function printReport(results: RunResult[], o: DemoOptions): void {
   }
   lines.push("");
   lines.push(
-    "A connection-level balancer gives the client's one connection to one worker; roster balances each call.",
+    "Node cluster gives the client's one connection to one worker (one core works); roster serve spreads every call.",
   );
   process.stdout.write(`${lines.join("\n")}\n`);
 }

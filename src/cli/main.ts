@@ -86,9 +86,9 @@ program
   .command("demo")
   .description("see per-call balancing work: 4 workers driven from ONE client connection, two ways")
   .option("--workers <n>", "worker processes", count("--workers"), 4)
-  .option("--calls <n>", "calls per run", count("--calls"), 4000)
+  .option("--calls <n>", "calls per run", count("--calls"), 2000)
   .option("--concurrency <n>", "calls in flight", count("--concurrency"), 32)
-  .option("--work-us <n>", "CPU time each call burns in its handler, µs", count("--work-us"), 200)
+  .option("--work-us <n>", "CPU time each call burns in its handler, µs", count("--work-us"), 2000)
   .action(async (options) => {
     await runDemo({
       workers: options.workers,

@@ -103,6 +103,11 @@ const workerEntry = fileURLToPath(
   new URL(`./worker${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url),
 );
 
+/** tsx's loader, resolved from roster's own dependencies (not from the user's working directory). */
+function tsxLoader(): string {
+  return import.meta.resolve("tsx");
+}
+
 export class ServeStartError extends Error {
   constructor(message: string) {
     super(message);
@@ -114,6 +119,8 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
   const count = o.workers ?? availableParallelism();
   const graceMs = o.drainGraceMs ?? 10_000;
   const modulePath = resolve(o.module);
+  // TypeScript service modules load without a build step, through tsx (a dependency of roster).
+  const needsTsx = /\.[cm]?ts$/.test(workerEntry) || /\.[cm]?tsx?$/.test(modulePath);
   const socketDir = mkdtempSync(join(tmpdir(), "roster-"));
   const slots: Slot[] = Array.from({ length: count }, (_, index) => ({
     index,
@@ -139,7 +146,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
     const id = `${slot.index + 1}.${slot.generation}`;
     const socket = join(socketDir, `w${id}.sock`);
     const config: WorkerConfig = { module: modulePath, socket, id };
-    const execArgv = workerEntry.endsWith(".ts") ? ["--import", "tsx"] : [];
+    const execArgv = needsTsx ? ["--import", tsxLoader()] : [];
     const child = fork(workerEntry, [], {
       execArgv,
       env: {
