@@ -2,7 +2,7 @@ import { readFileSync, watch } from "node:fs";
 import { formatAddress } from "../core/endpoint.ts";
 import { ConfigError } from "../core/errors.ts";
 import { createDefaultRegistry } from "../core/policies/registry.ts";
-import { createLogger } from "../observe/log.ts";
+import { createLogger, type Logger } from "../observe/log.ts";
 import { createProxyMetrics } from "../observe/metrics.ts";
 import {
   type LbConfig,
@@ -12,7 +12,7 @@ import {
   validateRaw,
 } from "../proxy/config.ts";
 import { startLb } from "../proxy/lb.ts";
-import { lbHooks, observeLb } from "./wiring.ts";
+import { type LbHooks, lbHooks, observeLb } from "./wiring.ts";
 
 export interface LbFlags {
   config?: string;
@@ -60,6 +60,33 @@ function readConfigFile(file: string): string {
   }
 }
 
+/** Exact paths, or prefixes ending in "/" for whole services. */
+function idempotentMatcher(methods: readonly string[]): (path: string) => boolean {
+  const exact = new Set(methods.filter((m) => !m.endsWith("/")));
+  const prefixes = methods.filter((m) => m.endsWith("/"));
+  return (path) => exact.has(path) || prefixes.some((p) => path.startsWith(p));
+}
+
+/** Adds log lines for health-check verdicts and outlier ejections to the hooks' channel events. */
+function withHealthLogging(hooks: LbHooks, log: Logger): LbHooks {
+  return {
+    ...hooks,
+    onChannelEvent: (event) => {
+      hooks.onChannelEvent?.(event);
+      if (event.kind === "backend-health") {
+        const fields = { backend: event.key, health: event.health, detail: event.detail };
+        if (event.health === event.previous) log.debug(fields, `backend ${event.key}: ${event.detail}`);
+        else if (event.health === "serving") log.info(fields, `backend ${event.key} is serving`);
+        else log.warn(fields, `backend ${event.key} is ${event.health}: ${event.detail}`);
+      } else if (event.kind === "backend-ejected") {
+        log.warn({ backend: event.key }, `backend ${event.key} ejected by outlier detection`);
+      } else if (event.kind === "backend-returned") {
+        log.info({ backend: event.key }, `backend ${event.key} returned after its ejection`);
+      }
+    },
+  };
+}
+
 export async function runLb(flags: LbFlags): Promise<void> {
   const config = loadLbConfig(flags);
   const log = createLogger({ level: config.logLevel, name: "roster-lb" });
@@ -73,10 +100,14 @@ export async function runLb(flags: LbFlags): Promise<void> {
       maxAttempts: config.maxAttempts,
       queueTimeoutMs: config.queueTimeoutMs,
       exposeBackend: config.exposeBackend,
+      isIdempotent: idempotentMatcher(config.idempotentMethods),
     },
+    retryThrottle: config.retryThrottle,
     limits: config.limits,
     connection: config.backend,
-    ...lbHooks(log, metrics),
+    healthCheck: config.healthCheck,
+    outlierDetection: config.outlierDetection,
+    ...withHealthLogging(lbHooks(log, metrics), log),
   });
   const admin = await observeLb(lb, metrics, log, config.admin, () => ({ policy: config.policy.name }));
   log.info(

@@ -3,6 +3,9 @@ import { z } from "zod";
 import type { BalancerRegistry, PolicySpec } from "../core/balancer.ts";
 import { type Address, type Endpoint, parseAddress, staticEndpoint } from "../core/endpoint.ts";
 import { ConfigError } from "../core/errors.ts";
+import { type OutlierDetectionConfig, parseOutlierConfig } from "../core/health/outlier-detection.ts";
+import { parseRetryThrottleConfig, type RetryThrottleConfig } from "../core/retry-throttle.ts";
+import { defaultHealthCheck } from "../health/grpc-health.ts";
 import { defaultFrontLimits, type FrontLimits } from "./server.ts";
 
 /**
@@ -40,6 +43,10 @@ export const lbConfigSchema = z.strictObject({
     .strictObject({
       bufferBytes: z.number().int().min(0).optional(),
       maxAttempts: z.number().int().min(1).max(10).optional(),
+      idempotentMethods: z
+        .array(z.string().regex(/^\/?[\w.]+\/(\w+|\*)$/, "must be pkg.Service/Method or pkg.Service/*"))
+        .optional(),
+      throttle: z.unknown().optional(),
     })
     .optional(),
   queueTimeoutMs: positiveInt.optional(),
@@ -52,6 +59,15 @@ export const lbConfigSchema = z.strictObject({
       maxSessions: z.number().int().min(1).max(64).optional(),
     })
     .optional(),
+  healthCheck: z
+    .strictObject({
+      service: z.string().optional(),
+      intervalMs: positiveInt.optional(),
+      timeoutMs: positiveInt.optional(),
+    })
+    .optional(),
+  /** Checked field by field by parseOutlierConfig (gRFC A50 names). */
+  outlierDetection: z.unknown().optional(),
   log: z
     .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]) })
     .optional(),
@@ -68,9 +84,16 @@ export interface LbConfig {
   limits: FrontLimits;
   retryBufferBytes: number;
   maxAttempts: number;
+  /** Full paths ("/pkg.Svc/M") or service prefixes ("/pkg.Svc/") of methods safe to run twice. */
+  idempotentMethods: string[];
+  retryThrottle: RetryThrottleConfig;
   queueTimeoutMs: number;
   exposeBackend: boolean;
   backend: { keepaliveMs: number; keepaliveTimeoutMs: number; connectTimeoutMs: number; maxSessions: number };
+  /** Active grpc.health.v1 checks; undefined when off (the default). */
+  healthCheck: { service: string; intervalMs: number; timeoutMs: number } | undefined;
+  /** Passive outlier ejection (gRFC A50); undefined when off (the default). */
+  outlierDetection: OutlierDetectionConfig | undefined;
   logLevel: string;
 }
 
@@ -132,6 +155,11 @@ export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, wh
     limits: { ...defaultFrontLimits, ...raw.limits },
     retryBufferBytes: raw.retry?.bufferBytes ?? 256 * 1024,
     maxAttempts: raw.retry?.maxAttempts ?? 5,
+    idempotentMethods: (raw.retry?.idempotentMethods ?? []).map((m) => {
+      const path = m.startsWith("/") ? m : `/${m}`;
+      return path.endsWith("/*") ? path.slice(0, -1) : path;
+    }),
+    retryThrottle: parseRetryThrottleConfig(raw.retry?.throttle, at("retry.throttle")),
     queueTimeoutMs: raw.queueTimeoutMs ?? 10_000,
     exposeBackend: raw.exposeBackend ?? false,
     backend: {
@@ -140,6 +168,11 @@ export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, wh
       connectTimeoutMs: raw.backend?.connectTimeoutMs ?? 5000,
       maxSessions: raw.backend?.maxSessions ?? 8,
     },
+    healthCheck: raw.healthCheck === undefined ? undefined : { ...defaultHealthCheck, ...raw.healthCheck },
+    outlierDetection:
+      raw.outlierDetection === undefined
+        ? undefined
+        : parseOutlierConfig(raw.outlierDetection, at("outlierDetection")),
     logLevel: raw.log?.level ?? "info",
   };
 }

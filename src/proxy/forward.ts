@@ -4,11 +4,16 @@ import type { Clock } from "../core/clock.ts";
 import { formatGrpcTimeout, parseGrpcTimeout } from "../core/grpc-timeout.ts";
 import type { CallDone } from "../core/load/load-tracker.ts";
 import type { PickContext } from "../core/picker.ts";
+import type { RetryThrottle } from "../core/retry-throttle.ts";
 import { type CallStatus, Status, type StatusCode } from "../core/status.ts";
 import { grpcStatusOf, statusFromRstCode, statusTrailers, trailersOnly } from "./grpc-response.ts";
 
-/** Longest an idempotent call's response start is held back waiting for its trailers (see #heldHeaders). */
-const HOLD_MS = 50;
+/**
+ * Longest an idempotent call's first response message is held back waiting for its trailers (see
+ * #heldHeaders). A second message releases it at once, so only a stream that pauses after its first
+ * message waits this long.
+ */
+const HOLD_MS = 1000;
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
@@ -28,6 +33,11 @@ export interface ForwardOptions {
    * they are retried on another backend (other calls get UNAVAILABLE: they may have run).
    */
   readonly isIdempotent?: (path: string) => boolean;
+  /**
+   * Budget for retries of idempotent calls that reached a backend (gRFC A6 throttling); transparent
+   * retries of calls that never left are not counted. Absent: no budget.
+   */
+  readonly retryThrottle?: RetryThrottle;
   /** Opt-in: add `x-roster-backend: KEY` to response headers (load tests use it for per-backend shares). */
   readonly exposeBackend?: boolean;
 }
@@ -43,6 +53,16 @@ export interface ForwardOptions {
  * move to another backend as long as every request byte sent so far is still in the retry buffer.
  */
 type CallState = "waiting" | "attempting" | "committed" | "done";
+
+/**
+ * Whether held response bytes go past the first gRPC message (5-byte prefix: flag, 4-byte big-endian
+ * length): then the response is a stream and holding it back would delay it.
+ */
+function beyondFirstMessage(chunks: readonly Buffer[], total: number): boolean {
+  if (total < 5) return false;
+  const head = chunks[0]!.length >= 5 ? chunks[0]! : Buffer.concat(chunks as Buffer[], 5);
+  return total > 5 + head.readUInt32BE(1);
+}
 
 export function forwardCall(
   front: http2.ServerHttp2Stream,
@@ -211,6 +231,17 @@ class ForwardedCall {
     if (this.#front.isPaused()) this.#front.resume();
   }
 
+  /** May an idempotent call that reached a backend be tried again elsewhere? */
+  #idempotentRetryAllowed(): boolean {
+    return (
+      this.#state === "attempting" &&
+      this.#buffer !== undefined &&
+      this.#attempts < this.#o.maxAttempts &&
+      this.#o.isIdempotent?.(this.#headers[":path"] as string) === true &&
+      (this.#o.retryThrottle?.allows() ?? true)
+    );
+  }
+
   #retryOrFail(backend: Backend, reason: string, code: StatusCode): void {
     const canRetry =
       this.#buffer !== undefined &&
@@ -271,6 +302,17 @@ class ForwardedCall {
 
   #onResponse(headers: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader, flags: number): void {
     if (flags & NGHTTP2_FLAG_END_STREAM) {
+      const code = grpcStatusOf(headers) ?? Status.UNKNOWN;
+      if (code === Status.UNAVAILABLE && this.#idempotentRetryAllowed()) {
+        // An idempotent call the backend refused with UNAVAILABLE (overloaded, shutting down): nothing
+        // went to the client yet, so another backend may answer it.
+        const backend = this.#backend!;
+        this.#o.retryThrottle?.record(true);
+        this.#loadDone?.(this.#o.clock.now(), "failure");
+        this.#loadDone = undefined;
+        this.#retryOrFail(backend, "answered UNAVAILABLE", Status.UNAVAILABLE);
+        return;
+      }
       // Trailers-only response: stays trailers-only.
       if (this.#commit()) {
         this.#front.respond(this.#withBackend(headers), { endStream: true });
@@ -281,7 +323,8 @@ class ForwardedCall {
     if (this.#buffer !== undefined && this.#o.isIdempotent?.(this.#headers[":path"] as string)) {
       // An idempotent call stays retryable until its answer is complete: a worker killed between writing
       // the message and the trailers (grpc-js writes them in separate ticks) would otherwise fail a call
-      // that another backend can run. Held until the trailers, HOLD_MS, or the retry buffer's size.
+      // that another backend can run. Held until the trailers, a second message (a stream: release),
+      // HOLD_MS, or the retry buffer's size.
       this.#heldHeaders = headers;
       return;
     }
@@ -330,8 +373,9 @@ class ForwardedCall {
     if (this.#heldHeaders !== undefined) {
       this.#heldData.push(chunk);
       this.#heldBytes += chunk.length;
-      if (this.#heldBytes > this.#o.retryBufferBytes) this.#releaseHeld(stream);
-      else this.#holdTimer ??= setTimeout(() => this.#releaseHeld(stream), HOLD_MS);
+      if (this.#heldBytes > this.#o.retryBufferBytes || beyondFirstMessage(this.#heldData, this.#heldBytes)) {
+        this.#releaseHeld(stream);
+      } else this.#holdTimer ??= setTimeout(() => this.#releaseHeld(stream), HOLD_MS);
       return;
     }
     this.#writeToFront(stream, chunk);
@@ -395,16 +439,21 @@ class ForwardedCall {
     if (connectionLost) {
       const path = this.#headers[":path"] as string;
       const idempotent = this.#o.isIdempotent?.(path) === true;
-      if (this.#state === "attempting" && idempotent) {
+      if (this.#idempotentRetryAllowed()) {
+        this.#o.retryThrottle?.record(true);
         this.#retryOrFail(backend, "was lost during an idempotent call", Status.UNAVAILABLE);
         return;
       }
       const why =
         this.#state !== "attempting"
           ? "the response had already begun"
-          : idempotent
-            ? "the request was larger than the retry buffer"
-            : `the call may have run and ${path} is not marked idempotent`;
+          : !idempotent
+            ? `the call may have run and ${path} is not marked idempotent`
+            : this.#buffer === undefined
+              ? "the request was larger than the retry buffer"
+              : this.#attempts >= this.#o.maxAttempts
+                ? `all ${this.#attempts} attempts failed`
+                : "the retry budget is spent (too many failures in this cluster)";
       this.#fail({
         code: Status.UNAVAILABLE,
         message: `roster: connection to backend ${backend.key} was lost during the call (did it crash?); not retried: ${why}`,
@@ -474,6 +523,7 @@ class ForwardedCall {
     if (backend !== undefined) {
       backend.stats.calls++;
       if (code !== Status.OK) backend.stats.failures++;
+      this.#o.retryThrottle?.record(code === Status.UNAVAILABLE);
     }
     this.#o.onCallEnd?.(this.#channel.name, backend, code, now - this.#startedAt);
   }

@@ -1,7 +1,10 @@
 import { Channel, type ChannelEvent } from "../channel/channel.ts";
 import type { BalancerDeps, PolicySpec } from "../core/balancer.ts";
 import type { Address, Endpoint } from "../core/endpoint.ts";
+import type { OutlierDetectionConfig } from "../core/health/outlier-detection.ts";
+import { RetryThrottle, type RetryThrottleConfig } from "../core/retry-throttle.ts";
 import { StaticDiscovery } from "../discovery/static.ts";
+import { createGrpcHealthChecker, type GrpcHealthOptions } from "../health/grpc-health.ts";
 import type { BackendConnectionOptions } from "../platform/backend-connection.ts";
 import { systemClock, systemRandom } from "../platform/system.ts";
 import type { ForwardOptions } from "./forward.ts";
@@ -25,8 +28,14 @@ export interface LbOptions {
       "retryBufferBytes" | "maxAttempts" | "queueTimeoutMs" | "exposeBackend" | "isIdempotent"
     >
   >;
+  /** Retry budget for idempotent calls (gRFC A6); default 10 tokens, ratio 0.1. */
+  readonly retryThrottle?: RetryThrottleConfig;
   readonly limits?: Partial<FrontLimits>;
   readonly connection?: Omit<BackendConnectionOptions, "address" | "onStateChange">;
+  /** Active grpc.health.v1 checks of every backend (off when absent); keepalive as `connection`'s. */
+  readonly healthCheck?: GrpcHealthOptions;
+  /** Passive outlier ejection after gRFC A50 (off when absent). */
+  readonly outlierDetection?: OutlierDetectionConfig;
   readonly onCallEnd?: ForwardOptions["onCallEnd"];
   readonly onRetry?: ForwardOptions["onRetry"];
   readonly onChannelEvent?: (event: ChannelEvent) => void;
@@ -53,17 +62,30 @@ export async function startLb(o: LbOptions): Promise<Lb> {
     policy: o.policy,
     deps,
     ...(o.connection ? { connection: o.connection } : {}),
+    ...(o.healthCheck
+      ? { healthChecker: createGrpcHealthChecker({ ...o.connection, ...o.healthCheck }) }
+      : {}),
+    ...(o.outlierDetection ? { outlierDetection: o.outlierDetection } : {}),
     ...(o.onChannelEvent ? { onEvent: o.onChannelEvent } : {}),
   });
   channel.start();
+  // Outlier detection learns from every call's status.
+  const onCallEnd: ForwardOptions["onCallEnd"] =
+    o.outlierDetection === undefined
+      ? o.onCallEnd
+      : (cluster, backend, code, ms) => {
+          if (backend !== undefined) channel.recordCallEnd(backend, code);
+          o.onCallEnd?.(cluster, backend, code, ms);
+        };
   const server = await startProxyServer({
     listen: o.listen,
     channel,
     forward: {
       clock: deps.clock,
       ...defaultForwardSettings,
+      retryThrottle: new RetryThrottle(o.retryThrottle ?? { maxTokens: 10, tokenRatio: 0.1 }),
       ...o.forward,
-      ...(o.onCallEnd ? { onCallEnd: o.onCallEnd } : {}),
+      ...(onCallEnd ? { onCallEnd } : {}),
       ...(o.onRetry ? { onRetry: o.onRetry } : {}),
     },
     ...(o.limits ? { limits: o.limits } : {}),

@@ -271,6 +271,9 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
       o.policy ??
       createDefaultRegistry().resolve("least_request", { choiceCount: Math.min(Math.max(count, 2), 10) }),
     forward: { isIdempotent: (path) => idempotent.has(path) },
+    // A worker that dies takes all its calls in flight at once (about concurrency ÷ workers); the
+    // budget must absorb such a burst, while still stopping retries if every worker keeps failing.
+    retryThrottle: { maxTokens: 100, tokenRatio: 0.1 },
     // Workers are local: reconnect fast, and give up a dead socket quickly.
     connection: { keepaliveMs: 10_000, keepaliveTimeoutMs: 5000, connectTimeoutMs: 2000 },
     ...o.lb,
