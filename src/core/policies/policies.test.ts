@@ -188,7 +188,7 @@ describe("registry", () => {
       () => registry.resolve("fastest", {}),
       (e: unknown) =>
         e instanceof ConfigError &&
-        /unknown policy "fastest"; known policies: least_request, peak_ewma, pick_first, ring_hash, round_robin/.test(
+        /unknown policy "fastest"; known policies: least_request, peak_ewma, pick_first, resume, ring_hash, round_robin/.test(
           e.message,
         ),
     );

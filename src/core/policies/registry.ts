@@ -2,6 +2,7 @@ import { BalancerRegistry } from "../balancer.ts";
 import { leastRequest } from "./least-request.ts";
 import { peakEwma } from "./peak-ewma.ts";
 import { pickFirst } from "./pick-first.ts";
+import { resume } from "./resume.ts";
 import { ringHash } from "./ring-hash.ts";
 import { roundRobin } from "./round-robin.ts";
 
@@ -12,5 +13,6 @@ export function createDefaultRegistry(): BalancerRegistry {
     .register(roundRobin)
     .register(leastRequest)
     .register(peakEwma)
-    .register(ringHash);
+    .register(ringHash)
+    .register(resume);
 }
