@@ -1,10 +1,10 @@
-// Loads the vendored grpc.testing protos (proto/grpc/testing, from grpc/grpc under Apache-2.0) and gives the
+// Loads the grpc.testing protos (proto/grpc/testing, written for Roster after the interop descriptions) and gives the
 // interop server and clients typed access to their messages and method definitions.
 import { fileURLToPath } from "node:url";
 import type * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 
-/** Include root for the vendored protos: `import "grpc/testing/empty.proto"` resolves against it. */
+/** Include root for the protos: `import "grpc/testing/empty.proto"` resolves against it. */
 export const PROTO_ROOT = fileURLToPath(new URL("../../proto/", import.meta.url));
 /** Directory holding test.proto, messages.proto and empty.proto. */
 export const TESTING_PROTO_DIR = fileURLToPath(new URL("../../proto/grpc/testing/", import.meta.url));
@@ -23,7 +23,7 @@ const packageDefinition = protoLoader.loadSync("grpc/testing/test.proto", {
 function serviceDefinition(name: string): grpc.ServiceDefinition {
   const def = packageDefinition[name];
   if (def === undefined || "format" in def)
-    throw new Error(`service ${name} not found in the vendored test.proto`);
+    throw new Error(`service ${name} not found in test.proto`);
   return def as unknown as grpc.ServiceDefinition;
 }
 
