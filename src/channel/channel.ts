@@ -2,6 +2,11 @@ import type http2 from "node:http2";
 import type { Balancer, BalancerDeps, PolicySpec } from "../core/balancer.ts";
 import { applyUpdate, type Discovery } from "../core/discovery.ts";
 import { type Endpoint, formatAddress } from "../core/endpoint.ts";
+import {
+  createOutlierDetector,
+  type OutlierDetectionConfig,
+  type OutlierDetector,
+} from "../core/health/outlier-detection.ts";
 import type { LoadTracker } from "../core/load/load-tracker.ts";
 import {
   type Candidate,
@@ -11,6 +16,7 @@ import {
   type PickResult,
 } from "../core/picker.ts";
 import { Status } from "../core/status.ts";
+import type { Health, HealthChecker } from "../health/health-checker.ts";
 import {
   BackendConnection,
   type BackendConnectionOptions,
@@ -21,8 +27,22 @@ import {
  * The single owner of a cluster's mutable state: Discovery → backends (connections + load) →
  * Balancer.update() → Picker. Used by the proxy and (later) the client.
  *
- * Contract: `pick` is synchronous; pickers change only on discovery updates and backend state changes.
- * Callers that get `queue` register with `onPickerChange` and pick again when it fires.
+ * Contract: `pick` is synchronous; pickers change only on discovery updates and backend state changes
+ * (connection, health, ejection). Callers that get `queue` register with `onPickerChange` and pick again
+ * when it fires.
+ *
+ * A backend is a candidate when its connection is ready, and — when the cluster has a health checker —
+ * its health is `serving`, and — when outlier detection is on — it is not ejected. Decisions:
+ * - Health `unknown` (no answer yet) is not a candidate but counts as "connecting": calls queue for it
+ *   (gRFC A17 keeps such a subchannel CONNECTING). The checker turns `unknown` into an answer within its
+ *   timeout, so the queue is short.
+ * - No fail-open: when every backend is not-serving or ejected, calls fail at once with UNAVAILABLE
+ *   naming each backend's reason, as a gRPC channel in TRANSIENT_FAILURE does. Envoy's "panic mode"
+ *   (balance over all hosts below 50% healthy) would send calls to backends that asked for none, e.g.
+ *   while draining; the outlier detector's `maxEjectionPercent` already bounds passive ejection.
+ * - Outlier detection (gRFC A50) counts the status of every call that reached a backend
+ *   (`recordCallEnd`; see `outlierOutcome` for which statuses are failures) and judges them on a timer
+ *   every `intervalMs`.
  */
 export interface ChannelOptions {
   readonly name: string;
@@ -31,6 +51,10 @@ export interface ChannelOptions {
   readonly policy: PolicySpec;
   readonly deps: BalancerDeps;
   readonly connection?: Omit<BackendConnectionOptions, "address" | "onStateChange">;
+  /** Active health checks of every backend; absent: a connected backend is healthy. */
+  readonly healthChecker?: HealthChecker;
+  /** Passive outlier ejection (gRFC A50); absent, or with neither algorithm configured: off. */
+  readonly outlierDetection?: OutlierDetectionConfig;
   readonly onEvent?: (event: ChannelEvent) => void;
 }
 
@@ -38,7 +62,33 @@ export type ChannelEvent =
   | { kind: "backend-added"; key: string }
   | { kind: "backend-removed"; key: string }
   | { kind: "backend-state"; key: string; state: BackendState }
+  | { kind: "backend-health"; key: string; health: Health; previous: Health; detail: string }
+  | { kind: "backend-ejected"; key: string }
+  | { kind: "backend-returned"; key: string }
   | { kind: "discovery-error"; error: string };
+
+/**
+ * How a call's final status counts for outlier detection: a failure when it says the backend failed
+ * (UNAVAILABLE, INTERNAL, UNKNOWN, DEADLINE_EXCEEDED, DATA_LOSS — the gRPC statuses Envoy maps to 5xx
+ * for its outlier detector, less UNIMPLEMENTED); ignored when the caller went away (CANCELLED); a
+ * success otherwise. grpc-js counts every non-OK status as a failure, but behind a balancer that would
+ * eject healthy backends for their callers' mistakes (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED…),
+ * and a call to a method no backend implements (UNIMPLEMENTED) would eject them all up to the cap.
+ */
+export function outlierOutcome(code: number): "success" | "failure" | "ignored" {
+  switch (code) {
+    case Status.UNAVAILABLE:
+    case Status.INTERNAL:
+    case Status.UNKNOWN:
+    case Status.DEADLINE_EXCEEDED:
+    case Status.DATA_LOSS:
+      return "failure";
+    case Status.CANCELLED:
+      return "ignored";
+    default:
+      return "success";
+  }
+}
 
 /** Per-backend counters kept as plain numbers (cheap on the hot path); metrics read them on scrape. */
 export interface BackendStats {
@@ -56,6 +106,11 @@ export class Backend implements Candidate {
   readonly stats: BackendStats = { calls: 0, failures: 0, retries: 0 };
   /** Sticky failure (gRFC A61): once failed, counts as failed until it is ready again. */
   failedSinceReady = false;
+  /** The health checker's last word; "unchecked" when the cluster has no health checks. */
+  health: Health | "unchecked" = "unchecked";
+  healthDetail = "";
+  /** Ends this backend's health watch. */
+  readonly healthAbort = new AbortController();
 
   constructor(endpoint: Endpoint, connection: BackendConnection, load: LoadTracker) {
     this.key = endpoint.key;
@@ -79,6 +134,11 @@ export interface BackendStatus {
   calls: number;
   failures: number;
   retries: number;
+  /** Present when the cluster has health checks. */
+  health?: Health;
+  healthDetail?: string;
+  /** Present when outlier detection is on. */
+  ejected?: boolean;
 }
 
 export class Channel {
@@ -92,17 +152,38 @@ export class Channel {
   #discovered = false;
   readonly #waiters = new Set<() => void>();
   readonly #abort = new AbortController();
+  readonly #outliers: OutlierDetector | undefined;
+  #outlierTimer: NodeJS.Timeout | undefined;
 
   constructor(options: ChannelOptions) {
     this.name = options.name;
     this.#o = options;
     this.#balancer = options.policy.create(options.deps);
     this.#picker = constantPicker({ kind: "queue" });
+    const od = options.outlierDetection;
+    const detector = od === undefined ? undefined : createOutlierDetector(od, options.deps);
+    this.#outliers = detector?.enabled ? detector : undefined;
   }
 
-  /** Starts watching discovery. Returns at once. */
+  /** Starts watching discovery (and the outlier detection timer). Returns at once. */
   start(): void {
+    const outliers = this.#outliers;
+    if (outliers !== undefined && this.#outlierTimer === undefined && !this.#abort.signal.aborted) {
+      this.#outlierTimer = setInterval(() => this.#tickOutliers(outliers), outliers.config.intervalMs);
+      this.#outlierTimer.unref();
+    }
     void this.#watch();
+  }
+
+  /**
+   * Reports the final status of a call that reached `backend` (the proxy calls it once per call), for
+   * outlier detection. Cheap and a no-op when detection is off.
+   */
+  recordCallEnd(backend: Backend, code: number): void {
+    const outliers = this.#outliers;
+    if (outliers === undefined || this.#backends.get(backend.key) !== backend) return;
+    const outcome = outlierOutcome(code);
+    if (outcome !== "ignored") outliers.record(backend.key, outcome === "success");
   }
 
   pick(ctx: PickContext): PickResult {
@@ -131,6 +212,8 @@ export class Channel {
         sessions: b.connection.sessionCount,
         inFlight: b.load.inFlight,
         ...b.stats,
+        ...(b.health !== "unchecked" ? { health: b.health, healthDetail: b.healthDetail } : {}),
+        ...(this.#outliers !== undefined ? { ejected: this.#outliers.isEjected(b.key) } : {}),
       };
     });
   }
@@ -142,7 +225,11 @@ export class Channel {
   /** Stops discovery and closes backend sessions gracefully (open streams finish). */
   close(): void {
     this.#abort.abort();
-    for (const b of this.#backends.values()) b.connection.close();
+    clearInterval(this.#outlierTimer);
+    for (const b of this.#backends.values()) {
+      b.healthAbort.abort();
+      b.connection.close();
+    }
     this.#backends.clear();
     this.#setPicker(
       constantPicker({
@@ -175,6 +262,7 @@ export class Channel {
     for (const [key, backend] of this.#backends) {
       const e = next.get(key);
       if (e === undefined || formatAddress(e.address) !== formatAddress(backend.endpoint.address)) {
+        backend.healthAbort.abort();
         backend.connection.close();
         this.#backends.delete(key);
         this.#o.onEvent?.({ kind: "backend-removed", key });
@@ -192,8 +280,32 @@ export class Channel {
       this.#backends.set(key, backend);
       this.#o.onEvent?.({ kind: "backend-added", key });
       connection.start();
+      const checker = this.#o.healthChecker;
+      if (checker !== undefined) {
+        backend.health = "unknown";
+        checker.watch(endpoint, backend.healthAbort.signal, (health, detail) =>
+          this.#onHealth(backend, health, detail),
+        );
+      }
     }
+    this.#outliers?.setEndpoints(next.keys());
     this.#rebuild();
+  }
+
+  #onHealth(backend: Backend, health: Health, detail: string): void {
+    if (this.#backends.get(backend.key) !== backend || backend.health === "unchecked") return;
+    const previous = backend.health;
+    backend.health = health;
+    backend.healthDetail = detail;
+    this.#o.onEvent?.({ kind: "backend-health", key: backend.key, health, previous, detail });
+    if (health !== previous) this.#rebuild();
+  }
+
+  #tickOutliers(outliers: OutlierDetector): void {
+    const { ejected, returned } = outliers.tick(this.#o.deps.clock.now());
+    for (const key of ejected) this.#o.onEvent?.({ kind: "backend-ejected", key });
+    for (const key of returned) this.#o.onEvent?.({ kind: "backend-returned", key });
+    if (ejected.length > 0 || returned.length > 0) this.#rebuild();
   }
 
   #onBackendState(key: string, state: BackendState): void {
@@ -211,8 +323,12 @@ export class Channel {
     const errors: string[] = [];
     for (const b of this.#backends.values()) {
       const s = b.connection.state;
-      if (s.kind === "ready") ready.push(b);
-      else if (b.failedSinceReady) {
+      if (s.kind === "ready") {
+        if (b.health === "unknown") connecting++;
+        else if (b.health === "not-serving") errors.push(`${b.key}: not serving (${b.healthDetail})`);
+        else if (this.#outliers?.isEjected(b.key)) errors.push(`${b.key}: ejected by outlier detection`);
+        else ready.push(b);
+      } else if (b.failedSinceReady) {
         errors.push(`${b.key}: ${s.kind === "transient-failure" ? s.error : "reconnecting"}`);
       } else if (s.kind === "connecting" || s.kind === "idle") connecting++;
     }
