@@ -22,8 +22,7 @@ const packageDefinition = protoLoader.loadSync("grpc/testing/test.proto", {
 
 function serviceDefinition(name: string): grpc.ServiceDefinition {
   const def = packageDefinition[name];
-  if (def === undefined || "format" in def)
-    throw new Error(`service ${name} not found in test.proto`);
+  if (def === undefined || "format" in def) throw new Error(`service ${name} not found in test.proto`);
   return def as unknown as grpc.ServiceDefinition;
 }
 
