@@ -1,5 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { ConfigError } from "../core/errors.ts";
+import { registerBenchCommand } from "./bench.ts";
 import { runDemo } from "./demo.ts";
 import { runLb } from "./lb.ts";
 import { runServe } from "./serve.ts";
@@ -72,6 +73,12 @@ program
     "time open calls get to finish on SIGTERM or rolling restart",
     count("--drain-grace"),
   )
+  .option(
+    "--classify <how>",
+    "request class for --policy resume: header:NAME, authority, method, or regex:FROM:PATTERN (group `class`)",
+  )
+  .option("--skills-dir <dir>", "where workers persist their skills (worker-N.json), reloaded on restart")
+  .option("--history <n>", "worker skills: requests a skill remembers, and the publish period", count("--history"))
   .option("--log-level <level>", "trace, debug, info (default), warn, error, silent")
   .addHelpText(
     "after",
@@ -98,6 +105,8 @@ program
     });
     process.exit(0);
   });
+
+registerBenchCommand(program);
 
 try {
   await program.parseAsync(process.argv);
