@@ -206,8 +206,9 @@ export class BackendConnection {
     const live = this.#slots.filter((s) => !s.draining);
     if (live.some((s) => s.connected)) return;
     if (live.length > 0) {
-      // Only connecting sessions remain: we are no longer ready until one connects.
-      if (this.#state.kind === "ready") this.#setState({ kind: "connecting" });
+      // Only sessions still connecting remain: a GOAWAY hand-over (or extra capacity) in progress.
+      // Stay as we are: streams queue on the connecting session, and one that never gets sent is
+      // retried elsewhere; if it fails to connect, its 'close' brings us back here with none left.
       return;
     }
     const error = this.#lastError || "connection closed";
