@@ -15,8 +15,12 @@ import {
   type Picker,
   type PickResult,
 } from "../core/picker.ts";
+import type { SkillCarrier } from "../core/policies/resume.ts";
+import { skillsFromNamedMetrics } from "../core/skills.ts";
 import { Status } from "../core/status.ts";
 import type { Health, HealthChecker } from "../health/health-checker.ts";
+import type { OrcaWatcher } from "../health/orca-client.ts";
+import type { OrcaLoadReport } from "../health/orca-proto.ts";
 import {
   BackendConnection,
   type BackendConnectionOptions,
@@ -55,6 +59,14 @@ export interface ChannelOptions {
   readonly healthChecker?: HealthChecker;
   /** Passive outlier ejection (gRFC A50); absent, or with neither algorithm configured: off. */
   readonly outlierDetection?: OutlierDetectionConfig;
+  /**
+   * ORCA out-of-band reports of every backend (health/orca-client.ts); absent: none are read. Each
+   * valid report replaces the backend's `skills` (its `roster.skill.*` named metrics) with a new map,
+   * which the `resume` policy reads at every pick.
+   */
+  readonly orca?: OrcaWatcher;
+  /** Most skill classes kept from one backend's report. Default 100 000. */
+  readonly maxSkillClasses?: number;
   readonly onEvent?: (event: ChannelEvent) => void;
 }
 
@@ -65,6 +77,7 @@ export type ChannelEvent =
   | { kind: "backend-health"; key: string; health: Health; previous: Health; detail: string }
   | { kind: "backend-ejected"; key: string }
   | { kind: "backend-returned"; key: string }
+  | { kind: "backend-orca-problem"; key: string; detail: string }
   | { kind: "discovery-error"; error: string };
 
 /**
@@ -97,8 +110,17 @@ export interface BackendStats {
   retries: number;
 }
 
+/** The parts of a backend's last ORCA report kept for /status. */
+export interface OrcaSummary {
+  readonly cpuUtilization: number;
+  readonly applicationUtilization: number;
+  readonly rps: number;
+  /** Date.now() when it arrived. */
+  readonly at: number;
+}
+
 /** A backend as the channel owns it. It is the Candidate handed to the balancer. */
-export class Backend implements Candidate {
+export class Backend implements Candidate, SkillCarrier {
   readonly key: string;
   readonly endpoint: Endpoint;
   readonly load: LoadTracker;
@@ -111,6 +133,12 @@ export class Backend implements Candidate {
   healthDetail = "";
   /** Ends this backend's health watch. */
   readonly healthAbort = new AbortController();
+  /** Its latest résumé (class → score), from ORCA; a new map per report, never mutated. */
+  skills: ReadonlyMap<string, number> | undefined;
+  /** Its latest ORCA report's load figures. */
+  orca: OrcaSummary | undefined;
+  /** Ends this backend's ORCA stream. */
+  readonly orcaAbort = new AbortController();
 
   constructor(endpoint: Endpoint, connection: BackendConnection, load: LoadTracker) {
     this.key = endpoint.key;
@@ -139,6 +167,16 @@ export interface BackendStatus {
   healthDetail?: string;
   /** Present when outlier detection is on. */
   ejected?: boolean;
+  /** Present once an ORCA report arrived: its load figures and the top skills (highest score first). */
+  orca?: OrcaSummary & { classes: number; topSkills: Record<string, number> };
+}
+
+/** How many skills /status shows per backend. */
+export const STATUS_TOP_SKILLS = 20;
+
+function topSkills(skills: ReadonlyMap<string, number>, n: number): Record<string, number> {
+  const top = [...skills].sort((a, b) => b[1] - a[1]).slice(0, n);
+  return Object.fromEntries(top);
 }
 
 export class Channel {
@@ -214,8 +252,23 @@ export class Channel {
         ...b.stats,
         ...(b.health !== "unchecked" ? { health: b.health, healthDetail: b.healthDetail } : {}),
         ...(this.#outliers !== undefined ? { ejected: this.#outliers.isEjected(b.key) } : {}),
+        ...(b.orca !== undefined
+          ? {
+              orca: {
+                ...b.orca,
+                classes: b.skills?.size ?? 0,
+                topSkills: b.skills === undefined ? {} : topSkills(b.skills, STATUS_TOP_SKILLS),
+              },
+            }
+          : {}),
       };
     });
+  }
+
+  /** What the balancer tells about itself (resume: its backlogs and LRU order), when it has a `status()`. */
+  policyStatus(): unknown {
+    const b = this.#balancer as Balancer & { status?: () => unknown };
+    return typeof b.status === "function" ? b.status() : undefined;
   }
 
   backends(): Iterable<Backend> {
@@ -228,6 +281,7 @@ export class Channel {
     clearInterval(this.#outlierTimer);
     for (const b of this.#backends.values()) {
       b.healthAbort.abort();
+      b.orcaAbort.abort();
       b.connection.close();
     }
     this.#backends.clear();
@@ -263,6 +317,7 @@ export class Channel {
       const e = next.get(key);
       if (e === undefined || formatAddress(e.address) !== formatAddress(backend.endpoint.address)) {
         backend.healthAbort.abort();
+        backend.orcaAbort.abort();
         backend.connection.close();
         this.#backends.delete(key);
         this.#o.onEvent?.({ kind: "backend-removed", key });
@@ -287,6 +342,15 @@ export class Channel {
           this.#onHealth(backend, health, detail),
         );
       }
+      this.#o.orca?.watch(
+        endpoint,
+        backend.orcaAbort.signal,
+        (report) => this.#onOrcaReport(backend, report),
+        (detail) => {
+          if (this.#backends.get(key) === backend)
+            this.#o.onEvent?.({ kind: "backend-orca-problem", key, detail });
+        },
+      );
     }
     this.#outliers?.setEndpoints(next.keys());
     this.#rebuild();
@@ -299,6 +363,18 @@ export class Channel {
     backend.healthDetail = detail;
     this.#o.onEvent?.({ kind: "backend-health", key: backend.key, health, previous, detail });
     if (health !== previous) this.#rebuild();
+  }
+
+  #onOrcaReport(backend: Backend, report: OrcaLoadReport): void {
+    if (this.#backends.get(backend.key) !== backend) return;
+    // A new map per report: the resume policy drops its provisional scores when the object changes.
+    backend.skills = skillsFromNamedMetrics(report.namedMetrics, this.#o.maxSkillClasses);
+    backend.orca = {
+      cpuUtilization: report.cpuUtilization,
+      applicationUtilization: report.applicationUtilization,
+      rps: report.rpsFractional,
+      at: Date.now(),
+    };
   }
 
   #tickOutliers(outliers: OutlierDetector): void {

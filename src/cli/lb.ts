@@ -4,6 +4,7 @@ import { ConfigError } from "../core/errors.ts";
 import { createDefaultRegistry } from "../core/policies/registry.ts";
 import { createLogger, type Logger } from "../observe/log.ts";
 import { createProxyMetrics } from "../observe/metrics.ts";
+import { createClassifier } from "../proxy/classify.ts";
 import {
   type LbConfig,
   parseLbConfigText,
@@ -101,7 +102,9 @@ export async function runLb(flags: LbFlags): Promise<void> {
       queueTimeoutMs: config.queueTimeoutMs,
       exposeBackend: config.exposeBackend,
       isIdempotent: idempotentMatcher(config.idempotentMethods),
+      ...(config.classifier !== undefined ? { classify: createClassifier(config.classifier) } : {}),
     },
+    ...(config.orca !== undefined ? { orca: config.orca } : {}),
     retryThrottle: config.retryThrottle,
     limits: config.limits,
     connection: config.backend,
@@ -109,7 +112,10 @@ export async function runLb(flags: LbFlags): Promise<void> {
     outlierDetection: config.outlierDetection,
     ...withHealthLogging(lbHooks(log, metrics), log),
   });
-  const admin = await observeLb(lb, metrics, log, config.admin, () => ({ policy: config.policy.name }));
+  const admin = await observeLb(lb, metrics, log, config.admin, () => ({
+    policy: config.policy.name,
+    ...(config.classifier !== undefined ? { classifier: config.classifier } : {}),
+  }));
   log.info(
     {
       listen: lb.server.address,

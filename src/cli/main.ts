@@ -78,7 +78,11 @@ program
     "request class for --policy resume: header:NAME, authority, method, or regex:FROM:PATTERN (group `class`)",
   )
   .option("--skills-dir <dir>", "where workers persist their skills (worker-N.json), reloaded on restart")
-  .option("--history <n>", "worker skills: requests a skill remembers, and the publish period", count("--history"))
+  .option(
+    "--history <n>",
+    "worker skills: requests a skill remembers, and the publish period",
+    count("--history"),
+  )
   .option("--log-level <level>", "trace, debug, info (default), warn, error, silent")
   .addHelpText(
     "after",

@@ -3,6 +3,7 @@ import { ConfigError } from "../core/errors.ts";
 import { createDefaultRegistry } from "../core/policies/registry.ts";
 import { createLogger } from "../observe/log.ts";
 import { createProxyMetrics } from "../observe/metrics.ts";
+import { type ClassifierConfig, parseClassifierConfig } from "../proxy/classify.ts";
 import { ServeStartError, serve } from "../server/supervisor.ts";
 import { lbHooks, observeLb } from "./wiring.ts";
 
@@ -12,7 +13,35 @@ export interface ServeFlags {
   admin?: string;
   policy?: string;
   drainGrace?: number;
+  classify?: string;
+  skillsDir?: string;
+  history?: number;
   logLevel?: string;
+}
+
+/** `--classify`: header:NAME | authority | method | regex:FROM:PATTERN (FROM: method, authority, header=NAME). */
+export function classifierFromFlag(text: string): ClassifierConfig {
+  const raw: unknown =
+    text === "authority"
+      ? { authority: true }
+      : text === "method"
+        ? { method: true }
+        : text.startsWith("header:")
+          ? { header: text.slice("header:".length) }
+          : text.startsWith("regex:")
+            ? regexFlag(text.slice("regex:".length))
+            : text;
+  return parseClassifierConfig(raw, "--classify");
+}
+
+function regexFlag(rest: string): unknown {
+  const colon = rest.indexOf(":");
+  if (colon < 0) return rest;
+  const from = rest.slice(0, colon);
+  return {
+    from: from.startsWith("header=") ? `header:${from.slice(7)}` : from,
+    regex: rest.slice(colon + 1),
+  };
 }
 
 export async function runServe(module: string, flags: ServeFlags): Promise<void> {
@@ -20,6 +49,7 @@ export async function runServe(module: string, flags: ServeFlags): Promise<void>
   const adminAddress = flags.admin === undefined ? undefined : parseAddress(flags.admin, "--admin");
   const policy =
     flags.policy === undefined ? undefined : createDefaultRegistry().resolve(flags.policy, {}, "--policy");
+  const classifier = flags.classify === undefined ? undefined : classifierFromFlag(flags.classify);
   const log = createLogger({ name: "roster-serve", ...(flags.logLevel ? { level: flags.logLevel } : {}) });
   const metrics = createProxyMetrics();
   let server: Awaited<ReturnType<typeof serve>>;
@@ -30,6 +60,15 @@ export async function runServe(module: string, flags: ServeFlags): Promise<void>
       listen,
       ...(policy !== undefined ? { policy } : {}),
       ...(flags.drainGrace !== undefined ? { drainGraceMs: flags.drainGrace } : {}),
+      ...(classifier !== undefined ? { classifier } : {}),
+      ...(flags.skillsDir !== undefined || flags.history !== undefined
+        ? {
+            skills: {
+              ...(flags.skillsDir !== undefined ? { dir: flags.skillsDir } : {}),
+              ...(flags.history !== undefined ? { history: flags.history } : {}),
+            },
+          }
+        : {}),
       lb: lbHooks(log, metrics),
       onEvent: (e) => {
         switch (e.kind) {

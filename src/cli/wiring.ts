@@ -44,6 +44,9 @@ export function lbHooks(log: Logger, metrics: ProxyMetrics): LbHooks {
         case "discovery-error":
           log.warn({ error: event.error }, "discovery failed; retrying");
           break;
+        case "backend-orca-problem":
+          log.warn({ backend: event.key, detail: event.detail }, `backend ${event.key}: ${event.detail}`);
+          break;
         case "backend-added":
           log.info({ backend: event.key }, "backend added");
           break;
@@ -77,11 +80,15 @@ export async function observeLb(
     host: admin.kind === "tcp" ? admin.host : "127.0.0.1",
     port: admin.kind === "tcp" ? admin.port : 0,
     metrics,
-    status: () => ({
-      listeners: [{ address: lb.server.address, connections: lb.server.connections() }],
-      ...status(),
-      backends: lb.channel.status(),
-    }),
+    status: () => {
+      const balancer = lb.channel.policyStatus();
+      return {
+        listeners: [{ address: lb.server.address, connections: lb.server.connections() }],
+        ...status(),
+        backends: lb.channel.status(),
+        ...(balancer !== undefined ? { balancer } : {}),
+      };
+    },
     log,
   });
 }

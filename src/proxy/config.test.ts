@@ -29,6 +29,17 @@ describe("roster lb config", () => {
     assert.equal(c.backends[0]!.weight, 2);
   });
 
+  it("takes a classifier and the orca switch for the resume policy", () => {
+    const c = load("backends: [x:1]\npolicy: resume\nclassifier: { header: X-Tenant }\norca: true\n");
+    assert.deepEqual(c.classifier, { header: "x-tenant" });
+    assert.equal(c.orca, true);
+    assert.equal(load("backends: [x:1]\n").classifier, undefined);
+    assert.throws(
+      () => load("backends: [x:1]\nclassifier: { regex: '^x', from: method }\n"),
+      /roster\.yaml: classifier\.regex: needs a named group/,
+    );
+  });
+
   it("names the file and the field in every error", () => {
     const cases: Array<[string, RegExp]> = [
       ["backends: []\n", /roster\.yaml: backends: at least one backend is needed$/],

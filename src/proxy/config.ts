@@ -6,6 +6,7 @@ import { ConfigError } from "../core/errors.ts";
 import { type OutlierDetectionConfig, parseOutlierConfig } from "../core/health/outlier-detection.ts";
 import { parseRetryThrottleConfig, type RetryThrottleConfig } from "../core/retry-throttle.ts";
 import { defaultHealthCheck } from "../health/grpc-health.ts";
+import { type ClassifierConfig, parseClassifierConfig } from "./classify.ts";
 import { defaultFrontLimits, type FrontLimits } from "./server.ts";
 
 /**
@@ -68,6 +69,10 @@ export const lbConfigSchema = z.strictObject({
     .optional(),
   /** Checked field by field by parseOutlierConfig (gRFC A50 names). */
   outlierDetection: z.unknown().optional(),
+  /** Checked by parseClassifierConfig: { header } | { authority: true } | { method: true } | { regex, from }. */
+  classifier: z.unknown().optional(),
+  /** Read ORCA out-of-band reports from the backends (default: when the policy is resume). */
+  orca: z.boolean().optional(),
   log: z
     .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]) })
     .optional(),
@@ -94,6 +99,10 @@ export interface LbConfig {
   healthCheck: { service: string; intervalMs: number; timeoutMs: number } | undefined;
   /** Passive outlier ejection (gRFC A50); undefined when off (the default). */
   outlierDetection: OutlierDetectionConfig | undefined;
+  /** The request classifier (resume policy); undefined: none, x-roster-class passes untouched. */
+  classifier: ClassifierConfig | undefined;
+  /** ORCA reports on/off; undefined: on when the policy is resume. */
+  orca: boolean | undefined;
   logLevel: string;
 }
 
@@ -173,6 +182,9 @@ export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, wh
       raw.outlierDetection === undefined
         ? undefined
         : parseOutlierConfig(raw.outlierDetection, at("outlierDetection")),
+    classifier:
+      raw.classifier === undefined ? undefined : parseClassifierConfig(raw.classifier, at("classifier")),
+    orca: raw.orca,
     logLevel: raw.log?.level ?? "info",
   };
 }

@@ -4,8 +4,10 @@ import type { Clock } from "../core/clock.ts";
 import { formatGrpcTimeout, parseGrpcTimeout } from "../core/grpc-timeout.ts";
 import type { CallDone } from "../core/load/load-tracker.ts";
 import type { PickContext } from "../core/picker.ts";
+import { CLASS_HEADER } from "../core/policies/resume.ts";
 import type { RetryThrottle } from "../core/retry-throttle.ts";
 import { type CallStatus, Status, type StatusCode } from "../core/status.ts";
+import type { Classifier } from "./classify.ts";
 import { grpcStatusOf, statusFromRstCode, statusTrailers, trailersOnly } from "./grpc-response.ts";
 
 /**
@@ -40,6 +42,12 @@ export interface ForwardOptions {
   readonly retryThrottle?: RetryThrottle;
   /** Opt-in: add `x-roster-backend: KEY` to response headers (load tests use it for per-backend shares). */
   readonly exposeBackend?: boolean;
+  /**
+   * The cluster's classifier (classify.ts). When set, every call's class replaces whatever
+   * `x-roster-class` the client sent, before the pick (the `resume` policy reads it) and on the way to
+   * the backend (whose skills record it). Absent: the header passes untouched.
+   */
+  readonly classify?: Classifier;
 }
 
 /**
@@ -134,6 +142,12 @@ class ForwardedCall {
       }
       this.#deadlineAt = this.#startedAt + ms;
       this.#timer = setTimeout(() => this.#onDeadline(), ms);
+    }
+    const classify = this.#o.classify;
+    if (classify !== undefined) {
+      const headers = this.#headers;
+      delete headers[CLASS_HEADER];
+      headers[CLASS_HEADER] = classify(headers);
     }
     this.#pickAndStart();
   }

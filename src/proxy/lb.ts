@@ -5,6 +5,7 @@ import type { OutlierDetectionConfig } from "../core/health/outlier-detection.ts
 import { RetryThrottle, type RetryThrottleConfig } from "../core/retry-throttle.ts";
 import { StaticDiscovery } from "../discovery/static.ts";
 import { createGrpcHealthChecker, type GrpcHealthOptions } from "../health/grpc-health.ts";
+import { createOrcaClient, type OrcaClientOptions } from "../health/orca-client.ts";
 import type { BackendConnectionOptions } from "../platform/backend-connection.ts";
 import { systemClock, systemRandom } from "../platform/system.ts";
 import type { ForwardOptions } from "./forward.ts";
@@ -25,7 +26,7 @@ export interface LbOptions {
   readonly forward?: Partial<
     Pick<
       ForwardOptions,
-      "retryBufferBytes" | "maxAttempts" | "queueTimeoutMs" | "exposeBackend" | "isIdempotent"
+      "retryBufferBytes" | "maxAttempts" | "queueTimeoutMs" | "exposeBackend" | "isIdempotent" | "classify"
     >
   >;
   /** Retry budget for idempotent calls (gRFC A6); default 10 tokens, ratio 0.1. */
@@ -36,6 +37,11 @@ export interface LbOptions {
   readonly healthCheck?: GrpcHealthOptions;
   /** Passive outlier ejection after gRFC A50 (off when absent). */
   readonly outlierDetection?: OutlierDetectionConfig;
+  /**
+   * ORCA out-of-band reports from every backend (backend skills for `resume`, load for /status):
+   * options, or true for the defaults, or false. Default: on when the policy is `resume`.
+   */
+  readonly orca?: OrcaClientOptions | boolean;
   readonly onCallEnd?: ForwardOptions["onCallEnd"];
   readonly onRetry?: ForwardOptions["onRetry"];
   readonly onChannelEvent?: (event: ChannelEvent) => void;
@@ -55,6 +61,8 @@ export interface Lb {
 export async function startLb(o: LbOptions): Promise<Lb> {
   const deps = o.deps ?? { clock: systemClock, random: systemRandom };
   const discovery = new StaticDiscovery(o.backends);
+  const orca = o.orca ?? o.policy.name === "resume";
+  const orcaOptions = orca === false ? undefined : orca === true ? {} : orca;
   const channel = new Channel({
     name: "default",
     discovery,
@@ -66,6 +74,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
       ? { healthChecker: createGrpcHealthChecker({ ...o.connection, ...o.healthCheck }) }
       : {}),
     ...(o.outlierDetection ? { outlierDetection: o.outlierDetection } : {}),
+    ...(orcaOptions ? { orca: createOrcaClient({ ...o.connection, ...orcaOptions }) } : {}),
     ...(o.onChannelEvent ? { onEvent: o.onChannelEvent } : {}),
   });
   channel.start();

@@ -70,8 +70,18 @@ export class ServiceModuleError extends Error {
   }
 }
 
-/** Imports `modulePath` and validates what it exports. Throws ServiceModuleError with a clear message. */
-export async function loadServiceModule(modulePath: string): Promise<LoadedService[]> {
+/**
+ * Times a call's handler: called with the call's metadata as the handler starts; the function it
+ * returns is called once, when the handler has answered (unary and client-streaming: its callback or
+ * returned value; server-streaming and bidi: the end of its response or the call's cancellation).
+ */
+export type CallTimer = (metadata: grpc.Metadata | undefined) => () => void;
+
+/**
+ * Imports `modulePath` and validates what it exports. Throws ServiceModuleError with a clear message.
+ * With `timer`, every handler is timed (roster serve's worker skills).
+ */
+export async function loadServiceModule(modulePath: string, timer?: CallTimer): Promise<LoadedService[]> {
   const url = pathToFileURL(resolve(modulePath)).href;
   let mod: Record<string, unknown>;
   try {
@@ -89,10 +99,10 @@ export async function loadServiceModule(modulePath: string): Promise<LoadedServi
   const list = Array.isArray(exported) ? exported : [exported];
   if (list.length === 0)
     throw new ServiceModuleError(`service module ${modulePath} exports an empty list of services`);
-  return list.map((s, i) => loadService(s, url, `${modulePath}: service ${i}`));
+  return list.map((s, i) => loadService(s, url, `${modulePath}: service ${i}`, timer));
 }
 
-function loadService(raw: unknown, moduleUrl: string, where: string): LoadedService {
+function loadService(raw: unknown, moduleUrl: string, where: string, timer?: CallTimer): LoadedService {
   if (typeof raw !== "object" || raw === null)
     throw new ServiceModuleError(`${where} is not an object made by defineService()`);
   const s = raw as ServiceOptions;
@@ -142,7 +152,7 @@ function loadService(raw: unknown, moduleUrl: string, where: string): LoadedServ
     if (handler === undefined) continue; // grpc-js answers UNIMPLEMENTED for it
     if (typeof handler !== "function")
       throw new ServiceModuleError(`${where}: handler ${method} is not a function`);
-    implementation[method] = wrapHandler(handler, def);
+    implementation[method] = wrapHandler(handler, def, timer);
   }
   for (const key of Object.keys(s.handlers)) {
     if (!(key in definition) && !Object.keys(definition).some((m) => lowerFirst(m) === key)) {
@@ -196,8 +206,41 @@ function toStatus(err: unknown): GrpcError {
   return { code: grpc.status.UNKNOWN, details: `handler failed: ${String(e?.message ?? err)}` };
 }
 
-/** Catches throws and rejections so a bad handler answers its call instead of killing the worker. */
-function wrapHandler(handler: Handler, def: grpc.MethodDefinition<unknown, unknown>): grpc.UntypedHandleCall {
+/**
+ * Catches throws and rejections so a bad handler answers its call instead of killing the worker, and
+ * times it with `timer` when given.
+ */
+function wrapHandler(
+  handler: Handler,
+  def: grpc.MethodDefinition<unknown, unknown>,
+  timer?: CallTimer,
+): grpc.UntypedHandleCall {
+  const inner = guardHandler(handler, def);
+  if (timer === undefined) return inner;
+  if (!def.responseStream) {
+    // Unary and client-streaming: answered when the callback is called.
+    return ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      const done = timer(call.metadata);
+      const timed: grpc.sendUnaryData<unknown> = (err, value, trailer, flags) => {
+        done();
+        callback(err, value, trailer, flags);
+      };
+      (inner as (c: unknown, cb: unknown) => void)(call, timed);
+    }) as grpc.UntypedHandleCall;
+  }
+  return ((call: grpc.ServerWritableStream<unknown, unknown>) => {
+    const done = timer(call.metadata);
+    call.once("finish", done);
+    call.once("cancelled", done);
+    call.once("error", done);
+    (inner as (c: unknown) => void)(call);
+  }) as grpc.UntypedHandleCall;
+}
+
+function guardHandler(
+  handler: Handler,
+  def: grpc.MethodDefinition<unknown, unknown>,
+): grpc.UntypedHandleCall {
   if (!def.requestStream && !def.responseStream) {
     const returnsResponse = handler.length < 2;
     return (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {

@@ -10,6 +10,8 @@ export interface WorkerConfig {
   /** Unix socket path to serve on. */
   readonly socket: string;
   readonly id: string;
+  /** Worker skills (server/resume.ts): settings and the file they persist to. */
+  readonly skills?: { history?: number; maxSkillAge?: number; file?: string };
 }
 
 export type WorkerMessage =

@@ -1,11 +1,13 @@
 import { type ChildProcess, fork } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { PolicySpec } from "../core/balancer.ts";
 import type { Address, Endpoint } from "../core/endpoint.ts";
 import { createDefaultRegistry } from "../core/policies/registry.ts";
+import { createSkills } from "../core/skills.ts";
+import { type ClassifierConfig, createClassifier } from "../proxy/classify.ts";
 import { type Lb, type LbOptions, startLb } from "../proxy/lb.ts";
 import type { SupervisorMessage, WorkerConfig, WorkerMessage } from "./protocol.ts";
 
@@ -33,6 +35,14 @@ export interface ServeOptions {
   readonly drainGraceMs?: number;
   /** How long a worker may take to become ready. */
   readonly startTimeoutMs?: number;
+  /**
+   * Worker skills for the `resume` policy (server/resume.ts): `history` and `maxSkillAge` as in
+   * core/skills.ts, and `dir`, where worker slot N keeps its skills in `worker-N.json` (so a restarted
+   * worker reloads its predecessor's). Absent dir: skills are not persisted.
+   */
+  readonly skills?: { readonly history?: number; readonly maxSkillAge?: number; readonly dir?: string };
+  /** The request classifier for the `resume` policy (proxy/classify.ts); absent: no classes. */
+  readonly classifier?: ClassifierConfig;
   /** Hooks for logs and metrics, passed to the front. */
   readonly lb?: Pick<
     LbOptions,
@@ -117,6 +127,9 @@ export class ServeStartError extends Error {
 
 export async function serve(o: ServeOptions): Promise<RosterServer> {
   const count = o.workers ?? availableParallelism();
+  // Bad settings fail here, with the field named, rather than in every worker.
+  if (o.skills !== undefined) createSkills(o.skills);
+  if (o.skills?.dir !== undefined) mkdirSync(o.skills.dir, { recursive: true });
   const graceMs = o.drainGraceMs ?? 10_000;
   const modulePath = resolve(o.module);
   // TypeScript service modules load without a build step, through tsx (a dependency of roster).
@@ -145,7 +158,23 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
     slot.generation++;
     const id = `${slot.index + 1}.${slot.generation}`;
     const socket = join(socketDir, `w${id}.sock`);
-    const config: WorkerConfig = { module: modulePath, socket, id };
+    const skills = o.skills;
+    const config: WorkerConfig = {
+      module: modulePath,
+      socket,
+      id,
+      ...(skills !== undefined
+        ? {
+            skills: {
+              ...(skills.history !== undefined ? { history: skills.history } : {}),
+              ...(skills.maxSkillAge !== undefined ? { maxSkillAge: skills.maxSkillAge } : {}),
+              ...(skills.dir !== undefined
+                ? { file: join(resolve(skills.dir), `worker-${slot.index + 1}.json`) }
+                : {}),
+            },
+          }
+        : {}),
+    };
     const execArgv = needsTsx ? ["--import", tsxLoader()] : [];
     const child = fork(workerEntry, [], {
       execArgv,
@@ -270,7 +299,10 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
     policy:
       o.policy ??
       createDefaultRegistry().resolve("least_request", { choiceCount: Math.min(Math.max(count, 2), 10) }),
-    forward: { isIdempotent: (path) => idempotent.has(path) },
+    forward: {
+      isIdempotent: (path) => idempotent.has(path),
+      ...(o.classifier !== undefined ? { classify: createClassifier(o.classifier) } : {}),
+    },
     // A worker that dies takes all its calls in flight at once (about concurrency ÷ workers); the
     // budget must absorb such a burst, while still stopping retries if every worker keeps failing.
     retryThrottle: { maxTokens: 100, tokenRatio: 0.1 },

@@ -3,11 +3,15 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { loadServiceModule, ServiceModuleError } from "./define.ts";
 import type { SupervisorMessage, WorkerConfig, WorkerMessage } from "./protocol.ts";
+import { WorkerResume } from "./resume.ts";
 
 /**
  * A worker process of `roster serve`: loads the user's service module, serves it with grpc-js on a
  * unix socket together with grpc.health.v1 and reflection, and tells the supervisor over IPC when it is
  * SERVING. On "drain" it reports NOT_SERVING, lets calls finish, and exits 0.
+ *
+ * Every handler is timed under its call's class, and the skills are published on the ORCA
+ * out-of-band stream (server/resume.ts) for the `resume` policy.
  */
 
 /** grpc-js server options: see docs/configuration.md ("roster serve" defaults) for why each. */
@@ -32,8 +36,15 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   let services: Awaited<ReturnType<typeof loadServiceModule>>;
+  let resume: WorkerResume;
   try {
-    services = await loadServiceModule(config.module);
+    resume = new WorkerResume({
+      ...(config.skills?.history !== undefined ? { history: config.skills.history } : {}),
+      ...(config.skills?.maxSkillAge !== undefined ? { maxSkillAge: config.skills.maxSkillAge } : {}),
+      ...(config.skills?.file !== undefined ? { skillsFile: config.skills.file } : {}),
+      log: (line) => process.stderr.write(`${line}\n`),
+    });
+    services = await loadServiceModule(config.module, (metadata) => resume.begin(metadata));
   } catch (err) {
     const message =
       err instanceof ServiceModuleError ? err.message : `service module failed: ${(err as Error).message}`;
@@ -47,6 +58,7 @@ async function main(): Promise<void> {
   });
   const health = new HealthImplementation({ "": "NOT_SERVING" });
   health.addToServer(server);
+  resume.addToServer(server);
   for (const s of services) {
     server.addService(s.definition, s.implementation);
     health.setStatus(s.name, "NOT_SERVING");
@@ -72,6 +84,8 @@ async function main(): Promise<void> {
   };
   const drain = (graceMs: number) => {
     notServing();
+    // ORCA streams never end by themselves; the balancer reconnects to the next worker.
+    resume.close();
     const force = setTimeout(() => {
       server.forceShutdown();
       process.exit(0);
@@ -85,6 +99,7 @@ async function main(): Promise<void> {
   });
   // The supervisor going away (its IPC channel closes) ends the worker too: no orphans.
   process.on("disconnect", () => {
+    resume.persistNow();
     server.forceShutdown();
     process.exit(0);
   });
