@@ -265,19 +265,8 @@ function guardHandler(
       }
     };
   }
-  if (!def.requestStream) {
-    // server streaming, client streaming and bidi: errors end the call with a status
-    return ((call: grpc.ServerWritableStream<unknown, unknown>) => {
-      const fail = (err: unknown) => call.emit("error", toStatus(err));
-      try {
-        const r = handler(call);
-        if (isPromise(r)) r.then(undefined, fail);
-      } catch (err) {
-        fail(err);
-      }
-    }) as grpc.UntypedHandleCall;
-  }
-  if (!def.responseStream) {
+  if (def.requestStream && !def.responseStream) {
+    // client streaming: errors answer through the callback
     return ((call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       try {
         const r = handler(call, callback);
@@ -287,7 +276,8 @@ function guardHandler(
       }
     }) as grpc.UntypedHandleCall;
   }
-  return ((call: grpc.ServerDuplexStream<unknown, unknown>) => {
+  // server streaming and bidi: errors end the call with a status
+  return ((call: grpc.ServerWritableStream<unknown, unknown>) => {
     const fail = (err: unknown) => call.emit("error", toStatus(err));
     try {
       const r = handler(call);
