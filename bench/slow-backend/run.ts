@@ -6,12 +6,11 @@
 // usage: node --import tsx bench/slow-backend/run.ts [--rate 1000] [--duration 8] [--warmup 2] [--runs 3]
 //        [--service-ms 1,1,1,10] [--policies round_robin,least_request,peak_ewma] [--out FILE.json]
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
 import { Command } from "commander";
-import * as hdr from "hdr-histogram-js";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const opts = new Command()
@@ -80,11 +79,6 @@ interface RunResult {
   shares: Record<string, number>;
 }
 
-const protoPath = `${root}proto/roster/demo/echo.proto`;
-const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(protoPath, { keepCase: true })) as unknown as {
-  roster: { demo: { Echo: grpc.ServiceClientConstructor } };
-};
-
 async function oneRun(policy: string): Promise<RunResult> {
   // Fresh backends every run: a queue left on the slow backend would carry over.
   const backends = await startChild(
@@ -106,69 +100,68 @@ async function oneRun(policy: string): Promise<RunResult> {
     /"listen":"([^"]+)"/,
     "stderr",
   );
-  const client = new pkg.roster.demo.Echo(
-    lb.match[1]!,
-    grpc.credentials.createInsecure(),
-  ) as unknown as grpc.Client &
-    Record<
-      string,
-      (
-        req: unknown,
-        o: grpc.CallOptions,
-        cb: (e: grpc.ServiceError | null, r?: { served_by: string }) => void,
-      ) => void
-    >;
-  const histogram = hdr.build({
-    lowestDiscernibleValue: 1,
-    highestTrackableValue: 120_000_000,
-    numberOfSignificantValueDigits: 3,
-  });
-  const shares: Record<string, number> = {};
-  let errors = 0;
-  let calls = 0;
-  const payload = Buffer.alloc(64, 1);
-  const total = Math.round(opts.rate * (opts.warmup + opts.duration));
-  const warmCalls = Math.round(opts.rate * opts.warmup);
-  const t0 = performance.now() + 50;
-  let issued = 0;
-  let done = 0;
-  await new Promise<void>((resolve) => {
-    const issue = () => {
-      const now = performance.now();
-      // Every call whose intended start has come (bounded by `total`).
-      while (issued < total && t0 + (issued * 1000) / opts.rate <= now) {
-        const intended = t0 + (issued * 1000) / opts.rate;
-        const measured = issued >= warmCalls;
-        issued++;
-        client.Echo!({ payload }, { deadline: Date.now() + 120_000 }, (err, res) => {
-          done++;
-          if (measured) {
-            calls++;
-            histogram.recordValue(Math.max(1, Math.round((performance.now() - intended) * 1000)));
-            if (err || !res) errors++;
-            else shares[res.served_by] = (shares[res.served_by] ?? 0) + 1;
-          }
-          if (done === total) resolve();
-        });
-      }
-      if (issued < total) setTimeout(issue, 1);
+  // The load: `roster bench`, open loop (latency from each call's intended start), shares by the
+  // reply's served_by field.
+  const dir = mkdtempSync(join(tmpdir(), "roster-slow-backend-"));
+  const jsonFile = join(dir, "report.json");
+  try {
+    const bench = spawn(
+      process.execPath,
+      [
+        "bin/roster.js",
+        "bench",
+        "--target",
+        lb.match[1]!,
+        "--proto",
+        "proto/roster/demo/echo.proto",
+        "--call",
+        "roster.demo.Echo/Echo",
+        "--payload-size",
+        "64",
+        "--rate",
+        String(opts.rate),
+        "--duration",
+        `${opts.duration}s`,
+        "--warmup",
+        `${opts.warmup}s`,
+        "--timeout",
+        "120s",
+        "--backend-field",
+        "served_by",
+        "--no-progress",
+        "--json",
+        jsonFile,
+      ],
+      { cwd: root, stdio: ["ignore", "ignore", "inherit"] },
+    );
+    children.add(bench);
+    const code = await new Promise<number | null>((r) => bench.once("exit", (c) => r(c)));
+    children.delete(bench);
+    if (code !== 0) throw new Error(`roster bench exited with ${code}`);
+    const report = JSON.parse(readFileSync(jsonFile, "utf8")) as {
+      targets: Array<{
+        calls: number;
+        errorCount: number;
+        latencyMs: { p50: number; p99: number; p999: number; max: number };
+        backends: Array<{ backend: string; calls: number }>;
+      }>;
     };
-    issue();
-  });
-  client.close();
-  lb.child.kill("SIGTERM");
-  backends.child.kill("SIGTERM");
-  const ms = (p: number) => histogram.getValueAtPercentile(p) / 1000;
-  return {
-    policy,
-    p50: ms(50),
-    p99: ms(99),
-    p999: ms(99.9),
-    max: histogram.maxValue / 1000,
-    calls,
-    errors,
-    shares,
-  };
+    const t = report.targets[0]!;
+    return {
+      policy,
+      p50: t.latencyMs.p50,
+      p99: t.latencyMs.p99,
+      p999: t.latencyMs.p999,
+      max: t.latencyMs.max,
+      calls: t.calls,
+      errors: t.errorCount,
+      shares: Object.fromEntries(t.backends.map((b) => [b.backend, b.calls])),
+    };
+  } finally {
+    lb.child.kill("SIGTERM");
+    backends.child.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
