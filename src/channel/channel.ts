@@ -15,7 +15,7 @@ import {
   type Picker,
   type PickResult,
 } from "../core/picker.ts";
-import type { SkillCarrier } from "../core/policies/resume.ts";
+import { ResumeBalancer, resume, type SkillCarrier } from "../core/policies/resume.ts";
 import { skillsFromNamedMetrics } from "../core/skills.ts";
 import { Status } from "../core/status.ts";
 import type { Health, HealthChecker } from "../health/health-checker.ts";
@@ -266,6 +266,17 @@ export class Channel {
   }
 
   /** What the balancer tells about itself (resume: its backlogs and LRU order), when it has a `status()`. */
+  /**
+   * Applies changed settings of the running policy without losing its state, when the policy can
+   * (`resume`'s variance, backlogHistory, unskilledScore). Returns false when a restart is needed
+   * (another policy, or one without live settings). Throws ConfigError for invalid settings.
+   */
+  reconfigurePolicy(name: string, raw: unknown): boolean {
+    if (name !== this.#o.policy.name || !(this.#balancer instanceof ResumeBalancer)) return false;
+    this.#balancer.configure(resume.parseConfig(raw));
+    return true;
+  }
+
   policyStatus(): unknown {
     const b = this.#balancer as Balancer & { status?: () => unknown };
     return typeof b.status === "function" ? b.status() : undefined;

@@ -135,7 +135,14 @@ export async function runLb(flags: LbFlags): Promise<void> {
     try {
       const next = loadLbConfig(flags);
       lb.setBackends(next.backends);
-      log.info({ backends: next.backends.map((b) => b.key) }, `${why}: config reloaded`);
+      const live = lb.channel.reconfigurePolicy(next.policy.name, next.policyOptions);
+      log.info(
+        {
+          backends: next.backends.map((b) => b.key),
+          policySettings: live ? "applied" : "unchanged (restart to change)",
+        },
+        `${why}: config reloaded`,
+      );
     } catch (err) {
       log.error({ error: (err as Error).message }, `${why}: config rejected, keeping the previous one`);
     }

@@ -13,9 +13,10 @@ export type LbHooks = Pick<
 export function lbHooks(log: Logger, metrics: ProxyMetrics): LbHooks {
   const failing = new Set<string>();
   return {
-    onCallEnd: (cluster, backend, code, ms) => {
+    onCallEnd: (cluster, backend, code, ms, className) => {
       if (backend === undefined) metrics.callFailedAtBalancer(cluster, code);
       else metrics.callEnded(cluster, backend.key, code, ms / 1000);
+      if (className !== undefined) metrics.classCall(cluster, className);
     },
     onRetry: (cluster, backend, reason) => {
       metrics.retried(cluster, backend.key);

@@ -269,4 +269,14 @@ describe("createProxyMetrics", () => {
     const text = await m.registry.metrics();
     assert.ok(text.includes('cluster="we\\"ird\\\\cluster"'), text);
   });
+
+  it("counts calls per request class, folding classes past the cap into _other", async () => {
+    const m = createProxyMetrics({ defaultMetrics: false, maxClasses: 2 });
+    for (const c of ["a", "a", "b", "c", "d", "a"]) m.classCall("default", c);
+    const text = await m.registry.metrics();
+    assert.match(text, /roster_class_calls_total\{cluster="default",class="a"\} 3/);
+    assert.match(text, /roster_class_calls_total\{cluster="default",class="b"\} 1/);
+    assert.match(text, /roster_class_calls_total\{cluster="default",class="_other"\} 2/);
+    assert.doesNotMatch(text, /class="c"/);
+  });
 });

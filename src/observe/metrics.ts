@@ -22,6 +22,8 @@ import { statusName } from "../core/status.ts";
 import { type CellHistogram, createCellHistogram, type HistogramCell } from "./cell-histogram.ts";
 
 export interface ProxyMetricsOptions {
+  /** Cardinality cap of roster_class_calls_total (default 100). */
+  maxClasses?: number;
   /** Registry to register into (Prometheus text or OpenMetrics); a new Prometheus-text one by default. */
   registry?: Registry<RegistryContentType>;
   /** Prefix of every metric name, process metrics included. Default `"roster_"`. */
@@ -44,6 +46,11 @@ export interface ProxyMetrics {
   callEnded(cluster: string, backend: string, grpcCode: number, seconds: number): void;
   /** The balancer answered the call itself, without a backend. */
   callFailedAtBalancer(cluster: string, code: number): void;
+  /**
+   * A call of request class `className` (the `resume` classifier's) ended. Hot path. At most
+   * `maxClasses` classes get their own series; the rest are counted under class "_other".
+   */
+  classCall(cluster: string, className: string): void;
   /** An uncommitted call to `backend` was retried elsewhere. */
   retried(cluster: string, backend: string): void;
   /** Where `roster_backend_in_flight` and `roster_backend_up` come from; called at each scrape, synchronously. */
@@ -112,9 +119,13 @@ class CellProxyMetrics implements ProxyMetrics {
   #balancerErrors = new Map<string, CodeCounts>();
   #openConnections = 0;
   #streams: CountCell = { count: 0, reported: 0, labels: {} };
+  /** cluster → class → cell, capped at #maxClasses classes per cluster (then "_other"). */
+  #classes = new Map<string, Map<string, CountCell>>();
+  #maxClasses: number;
 
   constructor(options: ProxyMetricsOptions) {
     const registry = options.registry ?? new Registry();
+    this.#maxClasses = options.maxClasses ?? 100;
     const prefix = options.prefix ?? "roster_";
     this.registry = registry;
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix });
@@ -148,6 +159,15 @@ class CellProxyMetrics implements ProxyMetrics {
         for (const byBackend of self.#backends.values()) {
           for (const cells of byBackend.values()) if (cells.retries) flush(this, cells.retries);
         }
+      },
+    });
+    new Counter({
+      name: `${prefix}class_calls_total`,
+      help: 'Calls by request class (resume classifier); classes past the cap are counted as "_other".',
+      labelNames: ["cluster", "class"] as const,
+      registers,
+      collect() {
+        for (const byClass of self.#classes.values()) for (const cell of byClass.values()) flush(this, cell);
       },
     });
     new Counter({
@@ -226,6 +246,24 @@ class CellProxyMetrics implements ProxyMetrics {
     else codeCell(cells.codes, grpcCode, { cluster, backend }).count++;
     // NaN, negative or infinite durations (a clock bug upstream) must neither throw nor poison the sum.
     this.#duration.observe(cells.duration, Number.isFinite(seconds) && seconds > 0 ? seconds : 0);
+  }
+
+  classCall(cluster: string, className: string): void {
+    let byClass = this.#classes.get(cluster);
+    if (byClass === undefined) {
+      byClass = new Map();
+      this.#classes.set(cluster, byClass);
+    }
+    let cell = byClass.get(className);
+    if (cell === undefined) {
+      const label = byClass.size < this.#maxClasses ? className : "_other";
+      cell = byClass.get(label);
+      if (cell === undefined) {
+        cell = { count: 0, reported: 0, labels: { cluster, class: label } };
+        byClass.set(label, cell);
+      }
+    }
+    cell.count++;
   }
 
   callFailedAtBalancer(cluster: string, code: number): void {

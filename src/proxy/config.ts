@@ -85,6 +85,8 @@ export interface LbConfig {
   listen: Address;
   admin: Address | undefined;
   policy: PolicySpec;
+  /** The policy's settings as written (validated by `policy`), for live changes. */
+  policyOptions: Record<string, unknown>;
   backends: Endpoint[];
   limits: FrontLimits;
   retryBufferBytes: number;
@@ -160,6 +162,7 @@ export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, wh
     listen: parseAddress(raw.listen ?? defaultListen, at("listen")),
     admin: raw.admin === undefined ? undefined : parseAddress(raw.admin, at("admin")),
     policy: registry.resolve(policyName, policyOptions, at("policy")),
+    policyOptions,
     backends,
     limits: { ...defaultFrontLimits, ...raw.limits },
     retryBufferBytes: raw.retry?.bufferBytes ?? 256 * 1024,

@@ -28,7 +28,14 @@ export interface ForwardOptions {
   /** How long a call waits for a backend to become ready when none is yet (no deadline case). */
   readonly queueTimeoutMs: number;
   /** Once per call, after its status is known. `backend` is undefined when no backend was reached. */
-  readonly onCallEnd?: (cluster: string, backend: Backend | undefined, code: number, ms: number) => void;
+  /** `className`: the call's class when a classifier is configured. */
+  readonly onCallEnd?: (
+    cluster: string,
+    backend: Backend | undefined,
+    code: number,
+    ms: number,
+    className: string | undefined,
+  ) => void;
   readonly onRetry?: (cluster: string, backend: Backend, reason: string) => void;
   /**
    * Methods safe to run twice: when the connection to their backend is lost before any response byte,
@@ -539,6 +546,12 @@ class ForwardedCall {
       if (code !== Status.OK) backend.stats.failures++;
       this.#o.retryThrottle?.record(code === Status.UNAVAILABLE);
     }
-    this.#o.onCallEnd?.(this.#channel.name, backend, code, now - this.#startedAt);
+    this.#o.onCallEnd?.(
+      this.#channel.name,
+      backend,
+      code,
+      now - this.#startedAt,
+      this.#o.classify === undefined ? undefined : (this.#headers[CLASS_HEADER] as string),
+    );
   }
 }

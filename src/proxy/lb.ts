@@ -82,9 +82,9 @@ export async function startLb(o: LbOptions): Promise<Lb> {
   const onCallEnd: ForwardOptions["onCallEnd"] =
     o.outlierDetection === undefined
       ? o.onCallEnd
-      : (cluster, backend, code, ms) => {
+      : (cluster, backend, code, ms, className) => {
           if (backend !== undefined) channel.recordCallEnd(backend, code);
-          o.onCallEnd?.(cluster, backend, code, ms);
+          o.onCallEnd?.(cluster, backend, code, ms, className);
         };
   const server = await startProxyServer({
     listen: o.listen,
