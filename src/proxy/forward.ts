@@ -69,6 +69,22 @@ export interface ForwardOptions {
  */
 type CallState = "waiting" | "attempting" | "committed" | "done";
 
+/** A frame nghttp2 could not send on a backend stream; `code` is node's HTTP/2 error code for it. */
+interface FrameError {
+  type: number;
+  code: number;
+}
+
+const FRAME_HEADERS = 0x1;
+
+/** Was the frame refused for its size (a header block over the limits), not for the session's state? */
+function frameTooLarge(e: FrameError): boolean {
+  return (
+    e.code === http2.constants.NGHTTP2_FRAME_SIZE_ERROR ||
+    e.code === http2.constants.NGHTTP2_COMPRESSION_ERROR
+  );
+}
+
 /**
  * Whether held response bytes go past the first gRPC message (5-byte prefix: flag, 4-byte big-endian
  * length): then the response is a stream and holding it back would delay it.
@@ -236,9 +252,9 @@ class ForwardedCall {
     // Node detaches stream.session before 'close', so keep the session to tell a lost connection
     // from a stream reset.
     const session = stream.session;
-    let frameError = false;
-    stream.on("frameError", () => {
-      frameError = true;
+    let frameError: FrameError | undefined;
+    stream.on("frameError", (type: number, code: number) => {
+      frameError ??= { type, code };
     });
     stream.on("close", () => {
       if (stream === this.#stream) this.#onBackendClose(stream, backend, session, frameError);
@@ -425,7 +441,7 @@ class ForwardedCall {
     stream: http2.ClientHttp2Stream,
     backend: Backend,
     session: http2.Http2Session | undefined,
-    frameError: boolean,
+    frameError: FrameError | undefined,
   ): void {
     if (this.#state === "done") return;
     if (this.#state === "committed" && this.#trailers !== undefined) return; // normal end; trailers go out via wantTrailers
@@ -435,9 +451,9 @@ class ForwardedCall {
     this.#loadDone?.(this.#o.clock.now(), "failure");
     this.#loadDone = undefined;
 
-    if (frameError) {
-      // We could not send a frame to the backend (e.g. a header block larger than HTTP/2 allows it):
-      // a local failure that another backend would share, so not retried.
+    if (frameError !== undefined && frameTooLarge(frameError)) {
+      // We could not send a frame to the backend because it is larger than HTTP/2 allows (a header
+      // block over the field limit): a local failure that another backend would share, not retried.
       this.#fail({
         code: Status.INTERNAL,
         message: `roster: could not send the call to backend ${backend.key} (request headers too large?)`,
@@ -447,7 +463,12 @@ class ForwardedCall {
     if (this.#state === "attempting") {
       // Never reached the application: refused (REFUSED_STREAM, or above a GOAWAY's last stream id,
       // which nghttp2 reports as REFUSED_STREAM), or never sent at all.
-      const neverSent = stream.id === undefined || stream.pending;
+      // A HEADERS frame nghttp2 could not send (the session began closing under it, as when a
+      // worker drains) never reached the application either.
+      const neverSent =
+        stream.id === undefined ||
+        stream.pending ||
+        (frameError !== undefined && frameError.type === FRAME_HEADERS);
       if (rst === NGHTTP2_REFUSED_STREAM || neverSent) {
         this.#retryOrFail(
           backend,
