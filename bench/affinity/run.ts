@@ -1,0 +1,726 @@
+// bench/affinity: zc.resumelb's log playback, synthetic. A site of N request classes (tenants, header
+// x-tenant) with Zipf popularity, each class a working set of objects; `serve()` runs W workers of
+// site-service.ts, each with a bounded LRU cache of objects (a miss = a simulated database load).
+// The same request stream (same seed) and the same load under each policy; per policy: database loads
+// per request, throughput, p50/p99 (from each call's intended start in open loop), overlap of cached
+// objects between workers, per-class spread; then a worker killed with SIGKILL mid-run (serve restarts
+// it: one worker removed and a new, cold one added) and the miss spike that follows. Issue 5's target:
+// resume ≥ 90 % fewer loads per request than round_robin, ≥ 1.5× its throughput at saturation, p99 no
+// worse than least_request's.
+//
+// usage: node --import tsx bench/affinity/run.ts [--workers 4] [--classes 500] [--zipf 1.0]
+//   [--objects-per-class 20] [--cache-objects N] [--miss-ms 5] [--miss-cpu-us 0] [--hit-us 200]
+//   [--rate R | --concurrency C] [--warmup 15] [--duration 10] [--dynamic 6] [--runs 1]
+//   [--history 100] [--variance 4] [--backlog-history 9]
+//   [--policies round_robin,least_request,ring_hash,resume] [--seed 1] [--out FILE]
+import { type ChildProcess, fork } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { Command } from "commander";
+import * as hdr from "hdr-histogram-js";
+import type { FromServer, ServerConfig, ToServer } from "./server.ts";
+
+const opts = new Command()
+  .option("--workers <n>", "worker processes", Number, 4)
+  .option("--classes <n>", "request classes (tenants)", Number, 500)
+  .option("--zipf <s>", "Zipf exponent of class popularity", Number, 1.0)
+  .option("--objects-per-class <n>", "objects in each class's working set", Number, 20)
+  .option("--cache-objects <n>", "LRU capacity of each worker (default: classes × objects ÷ workers)", Number)
+  .option("--miss-ms <ms>", "simulated database load on a miss (async wait)", Number, 5)
+  .option("--hit-us <us>", "CPU burnt by every call", Number, 200)
+  .option("--miss-cpu-us <us>", "CPU burnt by a load besides the wait (decoding the object)", Number, 0)
+  .option("--rate <n>", "open loop: calls per second (latency from intended start)", Number)
+  .option("--concurrency <n>", "closed loop: calls in flight (default when --rate is absent)", Number, 32)
+  .option("--warmup <s>", "seconds of the same load before measuring", Number, 15)
+  .option("--duration <s>", "measured seconds", Number, 10)
+  .option("--dynamic <s>", "seconds of the kill phase after measuring (0: none)", Number, 6)
+  .option("--runs <n>", "runs per policy (medians reported)", Number, 1)
+  .option("--history <n>", "worker skills history (requests)", Number, 100)
+  .option("--max-skill-age <n>", "worker skills max_skill_age (default 10 × history)", Number)
+  .option("--variance <x>", "resume variance", Number, 4)
+  .option("--backlog-history <n>", "resume backlog_history", Number, 9)
+  .option("--policies <list>", "policies to compare", "round_robin,least_request,ring_hash,resume")
+  .option("--seed <n>", "seed of the request stream", Number, 1)
+  .option("--out <file>", "write every run as JSON")
+  .parse()
+  .opts<{
+    workers: number;
+    classes: number;
+    zipf: number;
+    objectsPerClass: number;
+    cacheObjects?: number;
+    missMs: number;
+    hitUs: number;
+    missCpuUs: number;
+    rate?: number;
+    concurrency: number;
+    warmup: number;
+    duration: number;
+    dynamic: number;
+    runs: number;
+    history: number;
+    maxSkillAge?: number;
+    variance: number;
+    backlogHistory: number;
+    policies: string;
+    seed: number;
+    out?: string;
+  }>();
+
+const cacheObjects = opts.cacheObjects ?? Math.ceil((opts.classes * opts.objectsPerClass) / opts.workers);
+const openLoop = opts.rate !== undefined;
+const CALL_DEADLINE_MS = 10_000;
+/** Open loop: at most this many calls in flight; a call due beyond it is counted as unsent. */
+const MAX_IN_FLIGHT = 5000;
+
+// ---------------------------------------------------------------------------------------------------
+// Processes: every child is tracked and killed by pid on exit, error or Ctrl-C.
+
+const children = new Set<ChildProcess>();
+const workerPids = new Set<number>();
+const tempDirs = new Set<string>();
+function cleanup(): void {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  for (const pid of workerPids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+}
+process.on("exit", cleanup);
+process.on("SIGINT", () => process.exit(130));
+process.on("SIGTERM", () => process.exit(143));
+
+interface ServerHandle {
+  child: ChildProcess;
+  address: string;
+  pids: number[];
+  dumpDir: string;
+  request(m: ToServer): Promise<FromServer>;
+}
+
+async function startServer(policy: string): Promise<ServerHandle> {
+  const dumpDir = mkdtempSync(join(tmpdir(), "roster-affinity-"));
+  tempDirs.add(dumpDir);
+  const policyConfig: Record<string, unknown> =
+    policy === "ring_hash"
+      ? { hashKey: { header: "x-tenant" } }
+      : policy === "least_request"
+        ? { choiceCount: Math.min(Math.max(opts.workers, 2), 10) } // as serve()'s default
+        : policy === "resume"
+          ? { variance: opts.variance, backlogHistory: opts.backlogHistory }
+          : {};
+  const config: ServerConfig = {
+    workers: opts.workers,
+    policy,
+    policyConfig,
+    history: opts.history,
+    maxSkillAge: opts.maxSkillAge,
+    skillsDir: join(dumpDir, "skills"),
+  };
+  const child = fork(fileURLToPath(new URL("./server.ts", import.meta.url)), [JSON.stringify(config)], {
+    env: {
+      ...process.env,
+      AFFINITY_CACHE_OBJECTS: String(cacheObjects),
+      AFFINITY_MISS_MS: String(opts.missMs),
+      AFFINITY_HIT_US: String(opts.hitUs),
+      AFFINITY_MISS_CPU_US: String(opts.missCpuUs),
+      AFFINITY_DUMP_DIR: dumpDir,
+    },
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  const ready = await new Promise<FromServer>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("server did not start within 60 s")), 60_000);
+    child.once("message", (m: FromServer) => {
+      clearTimeout(timer);
+      resolve(m);
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before it was ready`));
+    });
+  });
+  if (ready.type !== "ready") throw new Error(`server failed: ${JSON.stringify(ready)}`);
+  for (const pid of ready.pids) workerPids.add(pid);
+  return {
+    child,
+    address: ready.address,
+    pids: ready.pids,
+    dumpDir,
+    request: (m) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no answer to ${m.type}`)), 10_000);
+        child.once("message", (a: FromServer) => {
+          clearTimeout(timer);
+          resolve(a);
+        });
+        child.send(m);
+      }),
+  };
+}
+
+async function stopServer(s: ServerHandle): Promise<void> {
+  const exited = new Promise<void>((r) => {
+    if (s.child.exitCode !== null || s.child.signalCode !== null) r();
+    else s.child.once("exit", () => r());
+  });
+  if (s.child.connected) s.child.send({ type: "close" } satisfies ToServer);
+  const timer = setTimeout(() => s.child.kill("SIGKILL"), 8000);
+  await exited;
+  clearTimeout(timer);
+  // Workers exit with their supervisor; make sure of it.
+  for (const pid of workerPids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  workerPids.clear();
+  rmSync(s.dumpDir, { recursive: true, force: true });
+  tempDirs.delete(s.dumpDir);
+}
+
+interface WorkerDump {
+  worker: string;
+  pid: number;
+  requests: number;
+  loads: number;
+  cache: string[];
+}
+
+/** SIGUSR2 to every worker, then reads their dumps (bounded wait). */
+async function dumpWorkers(s: ServerHandle): Promise<WorkerDump[]> {
+  const status = await s.request({ type: "workers" });
+  const pids = status.type === "workers" ? status.pids : [];
+  for (const pid of pids) workerPids.add(pid);
+  const files = new Map<number, string>();
+  const before = Date.now();
+  for (const pid of pids) {
+    process.kill(pid, "SIGUSR2");
+  }
+  const out: WorkerDump[] = [];
+  for (let i = 0; i < 200 && out.length < pids.length; i++) {
+    await sleep(25);
+    for (const pid of pids) {
+      if (out.some((d) => d.pid === pid)) continue;
+      const name = files.get(pid) ?? findDump(s.dumpDir, pid);
+      if (name === undefined) continue;
+      files.set(pid, name);
+      const d = JSON.parse(readFileSync(name, "utf8")) as WorkerDump;
+      rmSync(name, { force: true });
+      out.push(d);
+    }
+  }
+  if (out.length < pids.length) {
+    process.stderr.write(
+      `warning: ${pids.length - out.length} worker dumps missing after ${Date.now() - before} ms\n`,
+    );
+  }
+  return out;
+}
+
+function findDump(dir: string, pid: number): string | undefined {
+  for (let slot = 1; slot <= opts.workers; slot++) {
+    const f = join(dir, `w${slot}-${pid}.json`);
+    if (existsSync(f)) return f;
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The workload: a seeded stream of (class, object). Class ranks follow Zipf(s); objects are uniform
+// within the class's working set.
+
+function mulberry32(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `first`: no call of the stream asked for this object before (a load no cache could have saved). */
+interface Item {
+  tenant: string;
+  object: number;
+  first: boolean;
+}
+
+function workload(seed: number): () => Item {
+  const cdf: number[] = [];
+  let sum = 0;
+  for (let r = 1; r <= opts.classes; r++) {
+    sum += 1 / r ** opts.zipf;
+    cdf.push(sum);
+  }
+  const random = mulberry32(seed);
+  const seen = new Set<number>();
+  return () => {
+    const u = random() * sum;
+    let lo = 0;
+    let hi = cdf.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cdf[mid]! < u) lo = mid + 1;
+      else hi = mid;
+    }
+    const object = Math.floor(random() * opts.objectsPerClass);
+    const id = lo * opts.objectsPerClass + object;
+    const first = !seen.has(id);
+    if (first) seen.add(id);
+    return { tenant: `t${lo}`, object, first };
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The load: one grpc-js channel to the front; closed loop (C lanes) or open loop (calls at their
+// intended times, latency from the intended start, as `roster bench` does).
+
+type Get = (
+  req: { object: number },
+  md: grpc.Metadata,
+  o: grpc.CallOptions,
+  cb: (err: grpc.ServiceError | null, res?: { served_by: string; loaded: boolean }) => void,
+) => void;
+
+function siteClient(address: string): grpc.Client & { Get: Get } {
+  const def = protoLoader.loadSync(fileURLToPath(new URL("./site.proto", import.meta.url)), {
+    keepCase: true,
+  });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+    roster: { bench: { affinity: { Site: grpc.ServiceClientConstructor } } };
+  };
+  return new pkg.roster.bench.affinity.Site(
+    address,
+    grpc.credentials.createInsecure(),
+  ) as unknown as grpc.Client & {
+    Get: Get;
+  };
+}
+
+interface CallEnd {
+  /** ms since the load began: intended start (open loop) or actual start (closed loop). */
+  start: number;
+  latencyUs: number;
+  ok: boolean;
+  tenant: string;
+  servedBy: string;
+  loaded: boolean;
+  first: boolean;
+}
+
+/**
+ * Sends the stream at the configured load until `stopAt` ms, calling `onEnd` for each finished call
+ * and `onTick(ms)` every 10 ms; resolves once every call has ended.
+ */
+async function drive(
+  client: grpc.Client & { Get: Get },
+  next: () => Item,
+  stopAt: number,
+  onEnd: (e: CallEnd) => void,
+  onTick: (ms: number) => void,
+): Promise<{ unsent: number }> {
+  const t0 = performance.now();
+  let inFlight = 0;
+  let unsent = 0;
+  const call = (intended: number): Promise<void> => {
+    const { tenant, object, first } = next();
+    const md = new grpc.Metadata();
+    md.set("x-tenant", tenant);
+    inFlight++;
+    return new Promise((resolve) => {
+      client.Get({ object }, md, { deadline: Date.now() + CALL_DEADLINE_MS }, (err, res) => {
+        inFlight--;
+        const now = performance.now();
+        onEnd({
+          start: intended - t0,
+          latencyUs: Math.max(1, Math.round((now - intended) * 1000)),
+          ok: err === null && res !== undefined,
+          tenant,
+          servedBy: res?.served_by ?? "",
+          loaded: res?.loaded === true,
+          first,
+        });
+        resolve();
+      });
+    });
+  };
+  const ticker = setInterval(() => onTick(performance.now() - t0), 10);
+  try {
+    if (openLoop) {
+      const rate = opts.rate!;
+      let sent = 0;
+      const pending = new Set<Promise<void>>();
+      while (performance.now() - t0 < stopAt) {
+        const due = Math.floor(((performance.now() - t0) / 1000) * rate);
+        while (sent < due) {
+          const intended = t0 + (sent * 1000) / rate;
+          sent++;
+          if (inFlight >= MAX_IN_FLIGHT) {
+            unsent++;
+            continue;
+          }
+          const p = call(intended);
+          pending.add(p);
+          void p.then(() => pending.delete(p));
+        }
+        await sleep(1);
+      }
+      await Promise.all(pending);
+    } else {
+      const lane = async () => {
+        while (performance.now() - t0 < stopAt) await call(performance.now());
+      };
+      await Promise.all(Array.from({ length: opts.concurrency }, lane));
+    }
+  } finally {
+    clearInterval(ticker);
+  }
+  return { unsent };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// One run of one policy.
+
+interface RunResult {
+  policy: string;
+  calls: number;
+  errors: number;
+  unsent: number;
+  callsPerSec: number;
+  loadsPerCall: number;
+  workerLoadsPerCall: number;
+  /** Calls that asked for an object for the first time in the stream: the floor of loads per call. */
+  firstTouchPerCall: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  /** Of the distinct objects cached at the end of the window, the share held by more than one worker. */
+  overlap: number;
+  /** Cached object copies ÷ distinct cached objects. */
+  copiesPerObject: number;
+  /** Mean number of workers that served a class, over classes (unweighted) and over calls (weighted). */
+  spread: number;
+  spreadWeighted: number;
+  workerShares: Record<string, number>;
+  dynamic?: DynamicResult;
+}
+
+interface DynamicResult {
+  killedPid: number;
+  killAtMs: number;
+  bucketMs: number;
+  /** Per bucket: calls ended that started in it, and their loads. */
+  timeline: Array<{ ms: number; calls: number; loads: number; errors: number }>;
+  loadsPerCallBefore: number;
+  peakLoadsPerCallAfter: number;
+  /** Loads in the phase after the kill beyond the before-rate × calls. */
+  excessLoads: number;
+  /** Whether some bucket after the kill had loads/call above 1.5× the before-rate. */
+  spiked: boolean;
+  /** ms after the kill until a bucket's loads/call is back within 1.5× the before-rate (after a spike). */
+  recoveryMs: number | undefined;
+  errors: number;
+}
+
+async function oneRun(policy: string): Promise<RunResult> {
+  const server = await startServer(policy);
+  const client = siteClient(server.address);
+  try {
+    const warmMs = opts.warmup * 1000;
+    const endMs = warmMs + opts.duration * 1000;
+    const hist = newHistogram();
+    let calls = 0;
+    let errors = 0;
+    let loads = 0;
+    let firstTouches = 0;
+    const classWorkers = new Map<string, Map<string, number>>();
+    const workerCalls = new Map<string, number>();
+    let startDump: Promise<WorkerDump[]> | undefined;
+    const next = workload(opts.seed);
+    const { unsent } = await drive(
+      client,
+      next,
+      endMs,
+      (e) => {
+        if (e.start < warmMs || e.start >= endMs) return;
+        calls++;
+        hist.recordValue(e.latencyUs);
+        if (!e.ok) {
+          errors++;
+          return;
+        }
+        if (e.loaded) loads++;
+        if (e.first) firstTouches++;
+        const m = classWorkers.get(e.tenant) ?? new Map<string, number>();
+        m.set(e.servedBy, (m.get(e.servedBy) ?? 0) + 1);
+        classWorkers.set(e.tenant, m);
+        workerCalls.set(e.servedBy, (workerCalls.get(e.servedBy) ?? 0) + 1);
+      },
+      (ms) => {
+        if (startDump === undefined && ms >= warmMs) startDump = dumpWorkers(server);
+      },
+    );
+    const first = (await startDump) ?? [];
+    const last = await dumpWorkers(server);
+    // Worker counters over the window (a worker restarted meanwhile would be missing from `first`).
+    let dReq = 0;
+    let dLoads = 0;
+    for (const d of last) {
+      const f = first.find((x) => x.pid === d.pid);
+      dReq += d.requests - (f?.requests ?? 0);
+      dLoads += d.loads - (f?.loads ?? 0);
+    }
+    const holders = new Map<string, number>();
+    for (const d of last) for (const k of d.cache) holders.set(k, (holders.get(k) ?? 0) + 1);
+    let shared = 0;
+    let copies = 0;
+    for (const n of holders.values()) {
+      if (n > 1) shared++;
+      copies += n;
+    }
+    let spreadSum = 0;
+    let spreadWeighted = 0;
+    for (const m of classWorkers.values()) {
+      spreadSum += m.size;
+      let n = 0;
+      for (const c of m.values()) n += c;
+      spreadWeighted += m.size * n;
+    }
+    const ok = calls - errors;
+    const result: RunResult = {
+      policy,
+      calls,
+      errors,
+      unsent,
+      callsPerSec: calls / opts.duration,
+      loadsPerCall: loads / Math.max(1, ok),
+      workerLoadsPerCall: dLoads / Math.max(1, dReq),
+      firstTouchPerCall: firstTouches / Math.max(1, ok),
+      p50: hist.getValueAtPercentile(50) / 1000,
+      p99: hist.getValueAtPercentile(99) / 1000,
+      p999: hist.getValueAtPercentile(99.9) / 1000,
+      overlap: shared / Math.max(1, holders.size),
+      copiesPerObject: copies / Math.max(1, holders.size),
+      spread: spreadSum / Math.max(1, classWorkers.size),
+      spreadWeighted: spreadWeighted / Math.max(1, ok),
+      workerShares: Object.fromEntries([...workerCalls].map(([k, n]) => [k, n / Math.max(1, ok)])),
+    };
+    if (opts.dynamic > 0) result.dynamic = await dynamicPhase(server, client, next);
+    return result;
+  } finally {
+    client.close();
+    await stopServer(server);
+  }
+}
+
+/** The same load for `--dynamic` s; at a third of it, worker 1 is killed with SIGKILL (serve restarts it). */
+async function dynamicPhase(
+  server: ServerHandle,
+  client: grpc.Client & { Get: Get },
+  next: () => Item,
+): Promise<DynamicResult> {
+  const bucketMs = 250;
+  const phaseMs = opts.dynamic * 1000;
+  const killAtMs = Math.round(phaseMs / 3);
+  const status = await server.request({ type: "workers" });
+  const killedPid = status.type === "workers" ? status.pids[0]! : server.pids[0]!;
+  const buckets = Array.from({ length: Math.ceil(phaseMs / bucketMs) }, (_, i) => ({
+    ms: i * bucketMs,
+    calls: 0,
+    loads: 0,
+    errors: 0,
+  }));
+  let killed = false;
+  await drive(
+    client,
+    next,
+    phaseMs,
+    (e) => {
+      const b = buckets[Math.floor(e.start / bucketMs)];
+      if (b === undefined) return;
+      b.calls++;
+      if (!e.ok) b.errors++;
+      else if (e.loaded) b.loads++;
+    },
+    (ms) => {
+      if (!killed && ms >= killAtMs) {
+        killed = true;
+        process.kill(killedPid, "SIGKILL");
+      }
+    },
+  );
+  // The restarted worker's pid, so cleanup can reach it.
+  const after = await server.request({ type: "workers" });
+  if (after.type === "workers") for (const pid of after.pids) workerPids.add(pid);
+  const killBucket = Math.floor(killAtMs / bucketMs);
+  const sumOf = (bs: typeof buckets) =>
+    bs.reduce((a, b) => ({ calls: a.calls + b.calls, loads: a.loads + b.loads }), { calls: 0, loads: 0 });
+  const before = sumOf(buckets.slice(0, killBucket));
+  const rateBefore = before.loads / Math.max(1, before.calls);
+  const afterBuckets = buckets.slice(killBucket);
+  let peak = 0;
+  let excess = 0;
+  let recoveryMs: number | undefined;
+  let seenSpike = false;
+  for (const b of afterBuckets) {
+    const r = b.loads / Math.max(1, b.calls);
+    peak = Math.max(peak, r);
+    excess += b.loads - rateBefore * b.calls;
+    if (r > 1.5 * rateBefore) seenSpike = true;
+    else if (seenSpike && recoveryMs === undefined) recoveryMs = b.ms - killBucket * bucketMs;
+  }
+  return {
+    killedPid,
+    killAtMs,
+    bucketMs,
+    timeline: buckets,
+    loadsPerCallBefore: rateBefore,
+    peakLoadsPerCallAfter: peak,
+    excessLoads: Math.round(excess),
+    spiked: seenSpike,
+    recoveryMs,
+    errors: buckets.reduce((a, b) => a + b.errors, 0),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+function newHistogram(): hdr.Histogram {
+  return hdr.build({
+    bitBucketSize: 32,
+    autoResize: true,
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 3_600_000_000,
+    numberOfSignificantValueDigits: 3,
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function main(): Promise<void> {
+  const policies = opts.policies.split(",");
+  const all: RunResult[] = [];
+  const load = openLoop
+    ? `${opts.rate} calls/s open loop`
+    : `closed loop, ${opts.concurrency} calls in flight`;
+  process.stderr.write(
+    `${opts.workers} workers, ${opts.classes} classes Zipf ${opts.zipf} × ${opts.objectsPerClass} objects, ` +
+      `cache ${cacheObjects} objects/worker, miss ${opts.missMs} ms + ${opts.missCpuUs} µs CPU, hit ${opts.hitUs} µs CPU, ${load}\n`,
+  );
+  for (let r = 0; r < opts.runs; r++) {
+    // Alternate the order between rounds so drift reaches every policy alike.
+    for (const policy of r % 2 === 0 ? policies : [...policies].reverse()) {
+      const res = await oneRun(policy);
+      all.push(res);
+      process.stderr.write(
+        `run ${r + 1} ${policy}: ${res.callsPerSec.toFixed(0)} calls/s, loads/call ${res.loadsPerCall.toFixed(4)}, ` +
+          `p99 ${res.p99.toFixed(1)} ms, errors ${res.errors}` +
+          (res.dynamic
+            ? `; kill: loads/call ${res.dynamic.loadsPerCallBefore.toFixed(4)} → peak ${res.dynamic.peakLoadsPerCallAfter.toFixed(4)}, excess ${res.dynamic.excessLoads}`
+            : "") +
+          "\n",
+      );
+    }
+  }
+  const rows = policies.map((policy) => {
+    const runs = all.filter((x) => x.policy === policy);
+    const m = (f: (x: RunResult) => number) => median(runs.map(f));
+    return {
+      policy,
+      loadsPerCall: m((x) => x.loadsPerCall),
+      workerLoadsPerCall: m((x) => x.workerLoadsPerCall),
+      firstTouchPerCall: m((x) => x.firstTouchPerCall),
+      callsPerSec: m((x) => x.callsPerSec),
+      p50: m((x) => x.p50),
+      p99: m((x) => x.p99),
+      overlap: m((x) => x.overlap),
+      copiesPerObject: m((x) => x.copiesPerObject),
+      spread: m((x) => x.spread),
+      spreadWeighted: m((x) => x.spreadWeighted),
+      errors: runs.reduce((a, x) => a + x.errors + x.unsent, 0),
+      dynBefore: runs[0]?.dynamic ? m((x) => x.dynamic?.loadsPerCallBefore ?? 0) : undefined,
+      dynPeak: runs[0]?.dynamic ? m((x) => x.dynamic?.peakLoadsPerCallAfter ?? 0) : undefined,
+      dynExcess: runs[0]?.dynamic ? m((x) => x.dynamic?.excessLoads ?? 0) : undefined,
+      dynRecovery: runs[0]?.dynamic
+        ? runs[0].dynamic.recoveryMs !== undefined
+          ? `${runs[0].dynamic.recoveryMs} ms`
+          : runs[0].dynamic.spiked
+            ? "not within the phase"
+            : "never above 1.5×"
+        : undefined,
+      dynErrors: runs.reduce((a, x) => a + (x.dynamic?.errors ?? 0), 0),
+    };
+  });
+  const rr = rows.find((x) => x.policy === "round_robin");
+  const lr = rows.find((x) => x.policy === "least_request");
+  const ratio = (v: number, base: number | undefined, digits = 2) =>
+    base !== undefined && base > 0 ? (v / base).toFixed(digits) : "—";
+  const lines = [
+    `${opts.workers} workers; ${opts.classes} classes (Zipf ${opts.zipf}) × ${opts.objectsPerClass} objects; ` +
+      `LRU ${cacheObjects} objects per worker; miss = ${opts.missMs} ms wait + ${opts.missCpuUs} µs CPU, every call ${opts.hitUs} µs CPU; ` +
+      `${load}; ${opts.duration} s measured after ${opts.warmup} s warm-up; history ${opts.history}; ` +
+      `medians of ${opts.runs} run(s):`,
+    "",
+    "| policy | DB loads / call | ÷ round_robin | (worker counters) | first touches / call | calls/s | × round_robin | p50 ms | p99 ms | p99 ÷ least_request | cached objects on >1 worker | copies / object | workers per class (mean / call-weighted) | errors |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ...rows.map(
+      (x) =>
+        `| ${x.policy} | ${x.loadsPerCall.toFixed(4)} | ${ratio(x.loadsPerCall, rr?.loadsPerCall, 3)} | ${x.workerLoadsPerCall.toFixed(4)} | ${x.firstTouchPerCall.toFixed(4)} | ` +
+        `${x.callsPerSec.toFixed(0)} | ${ratio(x.callsPerSec, rr?.callsPerSec)} | ${x.p50.toFixed(2)} | ${x.p99.toFixed(2)} | ` +
+        `${ratio(x.p99, lr?.p99)} | ${(100 * x.overlap).toFixed(1)} % | ${x.copiesPerObject.toFixed(2)} | ` +
+        `${x.spread.toFixed(2)} / ${x.spreadWeighted.toFixed(2)} | ${x.errors} |`,
+    ),
+  ];
+  if (rows.some((x) => x.dynBefore !== undefined)) {
+    lines.push(
+      "",
+      `Kill phase: the same load for ${opts.dynamic} s; at ${Math.round(opts.dynamic / 3)} s worker 1 gets SIGKILL and serve() ` +
+        "restarts it (a warm worker removed, a cold one added; resume reloads its skills file). Loads/call per 250 ms bucket:",
+      "",
+      "| policy | loads / call before | peak after kill | excess loads after kill | back within 1.5× after | errors |",
+      "|---|---|---|---|---|---|",
+      ...rows.map(
+        (x) =>
+          `| ${x.policy} | ${x.dynBefore?.toFixed(4)} | ${x.dynPeak?.toFixed(4)} | ${x.dynExcess} | ` +
+          `${x.dynRecovery ?? "—"} | ${x.dynErrors} |`,
+      ),
+    );
+  }
+  process.stdout.write(`${lines.join("\n")}\n`);
+  if (opts.out) {
+    const machine = {
+      cpus: cpus().length,
+      model: cpus()[0]?.model,
+      loadavg: loadavg(),
+      node: process.version,
+    };
+    writeFileSync(
+      opts.out,
+      JSON.stringify({ options: { ...opts, cacheObjects }, machine, runs: all, rows }, null, 2),
+    );
+  }
+}
+
+try {
+  await main();
+} finally {
+  cleanup();
+}

@@ -1,0 +1,72 @@
+// bench/affinity's service module (loaded by every `serve()` worker): a site whose request classes
+// (header x-tenant) each have a working set of objects. Each worker keeps a bounded LRU cache of
+// objects; a miss is a simulated database load (AFFINITY_MISS_MS of async waiting, counted, plus
+// AFFINITY_MISS_CPU_US of CPU, default 0), and
+// every call then burns AFFINITY_HIT_US of CPU (rendering from the cached object).
+//
+// SIGUSR2 makes the worker write { worker, pid, requests, loads, cache } to
+// AFFINITY_DUMP_DIR/w<slot>-<pid>.json (written to a temporary name, then renamed), so the driver can
+// read every worker's counters and cache contents without routing a call to each.
+import { renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { defineService } from "../../src/server/index.ts";
+
+const capacity = Number(process.env.AFFINITY_CACHE_OBJECTS ?? "2500");
+const missMs = Number(process.env.AFFINITY_MISS_MS ?? "5");
+const hitUs = Number(process.env.AFFINITY_HIT_US ?? "200");
+const missCpuUs = Number(process.env.AFFINITY_MISS_CPU_US ?? "0");
+const dumpDir = process.env.AFFINITY_DUMP_DIR;
+const servedBy = `w${process.env.ROSTER_WORKER_ID ?? "?"}-${process.pid}`;
+
+/** Map order is LRU order: first = least recently used. */
+const cache = new Map<string, true>();
+let requests = 0;
+let loads = 0;
+
+function busy(us: number): void {
+  const end = process.hrtime.bigint() + BigInt(Math.round(us * 1000));
+  while (process.hrtime.bigint() < end) {
+    // spin: the CPU part of a call
+  }
+}
+
+if (dumpDir !== undefined) {
+  process.on("SIGUSR2", () => {
+    const file = join(dumpDir, `${servedBy}.json`);
+    const body = { worker: servedBy, pid: process.pid, requests, loads, cache: [...cache.keys()] };
+    writeFileSync(`${file}.tmp`, JSON.stringify(body));
+    renameSync(`${file}.tmp`, file);
+  });
+}
+
+interface GetCall {
+  request: { object: number };
+  metadata: { get(key: string): unknown[] };
+}
+
+export default defineService({
+  proto: "./site.proto",
+  service: "roster.bench.affinity.Site",
+  idempotent: ["Get"],
+  handlers: {
+    async Get(call: GetCall) {
+      requests++;
+      const tenant = String(call.metadata.get("x-tenant")[0] ?? "");
+      const key = `${tenant}/${call.request.object}`;
+      const loaded = !cache.has(key);
+      if (loaded) {
+        loads++;
+        await new Promise((r) => setTimeout(r, missMs));
+        if (missCpuUs > 0) busy(missCpuUs);
+      }
+      cache.delete(key);
+      cache.set(key, true);
+      if (cache.size > capacity) {
+        const oldest = cache.keys().next();
+        if (oldest.done !== true) cache.delete(oldest.value);
+      }
+      busy(hitUs);
+      return { served_by: servedBy, loaded };
+    },
+  },
+});
