@@ -2,6 +2,7 @@ import { isAbsolute, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { declaredIdempotent } from "../proxy/idempotency.ts";
 
 /**
  * What a user's service module exports, and how a worker turns it into grpc-js services.
@@ -32,7 +33,11 @@ export interface ServiceOptions {
   /** Instead of proto + service: a grpc-js service definition. */
   readonly definition?: grpc.ServiceDefinition;
   readonly handlers: Readonly<Record<string, Handler>>;
-  /** Method names safe to run twice: retried on another worker if their worker dies mid-call. */
+  /**
+   * Method names safe to run twice: retried on another worker if their worker dies mid-call. Methods
+   * whose proto says `option idempotency_level = IDEMPOTENT` (or `NO_SIDE_EFFECTS`) are included
+   * without being listed.
+   */
   readonly idempotent?: readonly string[];
   /** Extra include directories for proto imports. */
   readonly includeDirs?: readonly string[];
@@ -161,17 +166,23 @@ function loadService(raw: unknown, moduleUrl: string, where: string, timer?: Cal
       );
     }
   }
-  const idempotentPaths = (s.idempotent ?? []).map((m) => {
-    const def = definition[m];
-    if (def === undefined)
-      throw new ServiceModuleError(`${where}: idempotent method "${m}" is not a method of ${name}`);
-    return def.path;
-  });
+  const idempotentPaths = new Set(
+    (s.idempotent ?? []).map((m) => {
+      const def = definition[m];
+      if (def === undefined)
+        throw new ServiceModuleError(`${where}: idempotent method "${m}" is not a method of ${name}`);
+      return def.path;
+    }),
+  );
+  // Methods whose proto declares `option idempotency_level = IDEMPOTENT | NO_SIDE_EFFECTS` too.
+  for (const def of Object.values(definition)) {
+    if (declaredIdempotent((def as { options?: unknown }).options)) idempotentPaths.add(def.path);
+  }
   return {
     name,
     definition,
     implementation,
-    idempotentPaths,
+    idempotentPaths: [...idempotentPaths],
     packageDefinition,
     interceptors: s.interceptors ?? [],
   };
