@@ -11,6 +11,8 @@ import type { LoadTracker } from "../core/load/load-tracker.ts";
 import {
   type Candidate,
   constantPicker,
+  type LoadReport,
+  type LoadReportCarrier,
   type PickContext,
   type Picker,
   type PickResult,
@@ -62,7 +64,8 @@ export interface ChannelOptions {
   /**
    * ORCA out-of-band reports of every backend (health/orca-client.ts); absent: none are read. Each
    * valid report replaces the backend's `skills` (its `roster.skill.*` named metrics) with a new map,
-   * which the `resume` policy reads at every pick.
+   * which the `resume` policy reads at every pick, and its `loadReport` (qps, eps, utilizations) with a
+   * new object, from which `weighted_round_robin` computes weights.
    */
   readonly orca?: OrcaWatcher;
   /** Most skill classes kept from one backend's report. Default 100 000. */
@@ -120,7 +123,7 @@ export interface OrcaSummary {
 }
 
 /** A backend as the channel owns it. It is the Candidate handed to the balancer. */
-export class Backend implements Candidate, SkillCarrier {
+export class Backend implements Candidate, SkillCarrier, LoadReportCarrier {
   readonly key: string;
   readonly endpoint: Endpoint;
   readonly load: LoadTracker;
@@ -137,6 +140,8 @@ export class Backend implements Candidate, SkillCarrier {
   skills: ReadonlyMap<string, number> | undefined;
   /** Its latest ORCA report's load figures. */
   orca: OrcaSummary | undefined;
+  /** The same for policies (`at` on the balancer's clock); a new object per report, never mutated. */
+  loadReport: LoadReport | undefined;
   /** Ends this backend's ORCA stream. */
   readonly orcaAbort = new AbortController();
 
@@ -169,6 +174,8 @@ export interface BackendStatus {
   ejected?: boolean;
   /** Present once an ORCA report arrived: its load figures and the top skills (highest score first). */
   orca?: OrcaSummary & { classes: number; topSkills: Record<string, number> };
+  /** Its weight in the current picker, when the policy weighs backends (weighted_round_robin). */
+  weight?: number;
 }
 
 /** How many skills /status shows per backend. */
@@ -240,8 +247,10 @@ export class Channel {
   }
 
   status(): BackendStatus[] {
+    const weights = this.#balancer.weights?.();
     return [...this.#backends.values()].map((b) => {
       const state = b.connection.state;
+      const weight = weights?.get(b.key);
       return {
         key: b.key,
         address: formatAddress(b.endpoint.address),
@@ -261,6 +270,7 @@ export class Channel {
               },
             }
           : {}),
+        ...(weight !== undefined ? { weight } : {}),
       };
     });
   }
@@ -385,6 +395,14 @@ export class Channel {
       applicationUtilization: report.applicationUtilization,
       rps: report.rpsFractional,
       at: Date.now(),
+    };
+    backend.loadReport = {
+      at: this.#o.deps.clock.now(),
+      // rps_fractional, or the deprecated integer rps from a server that sends only that.
+      qps: report.rpsFractional > 0 ? report.rpsFractional : report.rps,
+      eps: report.eps,
+      cpuUtilization: report.cpuUtilization,
+      applicationUtilization: report.applicationUtilization,
     };
   }
 

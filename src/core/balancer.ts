@@ -12,6 +12,20 @@ import type { Candidate, Picker } from "./picker.ts";
  */
 export interface Balancer {
   update(candidates: readonly Candidate[]): Picker;
+  /**
+   * The weight each backend has in the current picker, for /status (weighted_round_robin: from load
+   * reports). Policies without per-backend weights leave it out.
+   */
+  weights?(): ReadonlyMap<string, number>;
+}
+
+/**
+ * What a policy asks of its backends' load reports (ORCA out-of-band, `StreamCoreMetrics`): the
+ * report interval to request; absent: the ORCA client's default. A policy that declares this gets the
+ * reports on by default (proxy/lb.ts) and reads them from its candidates (`LoadReportCarrier`).
+ */
+export interface LoadReportRequest {
+  readonly reportIntervalMs?: number;
 }
 
 export interface BalancerDeps {
@@ -32,6 +46,8 @@ export interface BalancerFactory<C = unknown> {
   parseConfig(raw: unknown): C;
   create(config: C, deps: BalancerDeps): Balancer;
   createLoadTracker?(config: C, deps: BalancerDeps): LoadTracker;
+  /** Present when the policy reads backend load reports; answers undefined when this config does not. */
+  loadReports?(config: C): LoadReportRequest | undefined;
 }
 
 /**
@@ -43,6 +59,8 @@ export interface PolicySpec {
   readonly name: string;
   create(deps: BalancerDeps): Balancer;
   createLoadTracker(deps: BalancerDeps): LoadTracker;
+  /** Set when the policy, as configured, reads backend load reports (ORCA). */
+  readonly loadReports?: LoadReportRequest;
 }
 
 export class BalancerRegistry {
@@ -75,8 +93,10 @@ export class BalancerRegistry {
       throw err;
     }
     const makeTracker = factory.createLoadTracker;
+    const loadReports = factory.loadReports?.(config);
     return {
       name,
+      ...(loadReports !== undefined ? { loadReports } : {}),
       create: (deps) => factory.create(config, deps),
       createLoadTracker:
         makeTracker === undefined

@@ -12,6 +12,37 @@ export interface Candidate {
   readonly load: LoadTracker;
 }
 
+/**
+ * A backend's latest load report (ORCA `OrcaLoadReport`), as the channel puts it on a Candidate for
+ * policies that weigh backends by load (weighted_round_robin). Values are as the backend sent them
+ * (already checked finite and ≥ 0 by the ORCA client, but policies judge them again).
+ */
+export interface LoadReport {
+  /** When it arrived, on the balancer's clock (`BalancerDeps.clock`). */
+  readonly at: number;
+  /** Calls per second (`rps_fractional`). */
+  readonly qps: number;
+  /** Calls ending in error per second (`eps`). */
+  readonly eps: number;
+  readonly cpuUtilization: number;
+  readonly applicationUtilization: number;
+}
+
+/**
+ * What the channel may add to a Candidate: its latest load report. Like `SkillCarrier` (resume), it is
+ * replaced by a new object per report and never mutated, so a policy knows a report is new by its
+ * identity. Absent: no report yet.
+ */
+export interface LoadReportCarrier {
+  readonly loadReport?: LoadReport | undefined;
+}
+
+/** The load report carried by `candidate`, if any. */
+export function loadReportOf(candidate: Candidate): LoadReport | undefined {
+  const r = (candidate as Candidate & LoadReportCarrier).loadReport;
+  return typeof r === "object" && r !== null ? r : undefined;
+}
+
 /** What a pick may look at. Built once per call attempt by the data path. */
 export interface PickContext {
   /** Full method path, "/pkg.Service/Method". */

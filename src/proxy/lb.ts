@@ -61,7 +61,7 @@ export interface Lb {
 export async function startLb(o: LbOptions): Promise<Lb> {
   const deps = o.deps ?? { clock: systemClock, random: systemRandom };
   const discovery = new StaticDiscovery(o.backends);
-  const orca = o.orca ?? o.policy.name === "resume";
+  const orca = o.orca === true ? (o.policy.loadReports ?? true) : (o.orca ?? o.policy.loadReports ?? false);
   const orcaOptions = orca === false ? undefined : orca === true ? {} : orca;
   const channel = new Channel({
     name: "default",

@@ -78,9 +78,10 @@ export class ServiceModuleError extends Error {
 /**
  * Times a call's handler: called with the call's metadata as the handler starts; the function it
  * returns is called once, when the handler has answered (unary and client-streaming: its callback or
- * returned value; server-streaming and bidi: the end of its response or the call's cancellation).
+ * returned value; server-streaming and bidi: the end of its response or the call's cancellation),
+ * with `failed` true when the handler answered with an error status.
  */
-export type CallTimer = (metadata: grpc.Metadata | undefined) => () => void;
+export type CallTimer = (metadata: grpc.Metadata | undefined) => (failed?: boolean) => void;
 
 /**
  * Imports `modulePath` and validates what it exports. Throws ServiceModuleError with a clear message.
@@ -233,7 +234,7 @@ function wrapHandler(
     return ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       const done = timer(call.metadata);
       const timed: grpc.sendUnaryData<unknown> = (err, value, trailer, flags) => {
-        done();
+        done(err !== null && err !== undefined);
         callback(err, value, trailer, flags);
       };
       (inner as (c: unknown, cb: unknown) => void)(call, timed);
@@ -241,9 +242,9 @@ function wrapHandler(
   }
   return ((call: grpc.ServerWritableStream<unknown, unknown>) => {
     const done = timer(call.metadata);
-    call.once("finish", done);
-    call.once("cancelled", done);
-    call.once("error", done);
+    call.once("finish", () => done());
+    call.once("cancelled", () => done());
+    call.once("error", () => done(true));
     (inner as (c: unknown) => void)(call);
   }) as grpc.UntypedHandleCall;
 }

@@ -67,6 +67,34 @@ describe("worker résumé", () => {
     server.forceShutdown();
   });
 
+  it("reports eps: calls that failed, per second, over the same time as rps_fractional", async () => {
+    const resume = new WorkerResume({ history: 5 });
+    const server = new grpc.Server();
+    resume.addToServer(server);
+    const port = await listen(server);
+    const abort = new AbortController();
+    const reports: OrcaLoadReport[] = [];
+    createOrcaClient().watch(
+      staticEndpoint({ kind: "tcp", host: "127.0.0.1", port }, 1),
+      abort.signal,
+      (r) => reports.push(r),
+      () => {},
+    );
+    // Bounded waits: 50 × 20 ms.
+    for (let i = 0; i < 50 && reports.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(reports.length, 1);
+    // Five calls, two of them failed (through the timer begin() returns, as the handler wrapper calls it).
+    for (let i = 0; i < 5; i++) resume.begin(undefined)(i < 2);
+    for (let i = 0; i < 50 && reports.length === 1; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(reports.length, 2);
+    const r = reports[1]!;
+    assert.ok(r.eps > 0 && r.rpsFractional > 0, JSON.stringify(r));
+    assert.ok(Math.abs(r.eps / r.rpsFractional - 2 / 5) < 1e-9, `eps ${r.eps}, rps ${r.rpsFractional}`);
+    abort.abort();
+    resume.close();
+    server.forceShutdown();
+  });
+
   it("ignores hostile reports with a problem line and never crashes", async () => {
     const h2 = http2.createServer();
     let opened = 0;

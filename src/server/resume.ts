@@ -31,7 +31,9 @@ import {
  *   MAX_REPORTED_CLASSES of them (the most recently seen first);
  * - `cpu_utilization` and `application_utilization`: this process's CPU time over wall time since the
  *   previous report (1.0 = one core);
- * - `rps_fractional` (and the deprecated integer `rps`): calls finished per second over the same time.
+ * - `rps_fractional` (and the deprecated integer `rps`): calls finished per second over the same time;
+ * - `eps`: of those, the calls that failed (answered with a non-OK status; a call the client cancelled
+ *   is not counted) per second — weighted_round_robin's error penalty.
  *
  * Persistence (`skillsFile`): the skills are written (to a temporary file, then renamed over the old
  * one, so a crash never leaves half a file) when a report is published, at most once a second, and when
@@ -64,6 +66,8 @@ export class WorkerResume {
   #lastAt = performance.now();
   #lastCpu = process.cpuUsage();
   #lastRequests = 0;
+  #errors = 0;
+  #lastErrors = 0;
   #persistedAt = 0;
   #writing = false;
   #dirty = false;
@@ -75,8 +79,12 @@ export class WorkerResume {
     this.#lastRequests = this.skills.requests;
   }
 
-  /** Records one call of `className` that spent `elapsedMs` in its handler; publishes when due. */
-  record(className: string, elapsedMs: number): void {
+  /**
+   * Records one call of `className` that spent `elapsedMs` in its handler (and `failed`: ended with a
+   * non-OK status); publishes when due.
+   */
+  record(className: string, elapsedMs: number, failed = false): void {
+    if (failed) this.#errors++;
     this.skills.record(className, elapsedMs);
     if (this.skills.shouldPublish()) {
       this.skills.markPublished();
@@ -88,16 +96,19 @@ export class WorkerResume {
     }
   }
 
-  /** Times a handler: call at its start with the call's metadata, and the result once it has answered. */
-  begin(metadata: grpc.Metadata | undefined): () => void {
+  /**
+   * Times a handler: call at its start with the call's metadata, and the result once it has answered
+   * (with true when it answered with an error).
+   */
+  begin(metadata: grpc.Metadata | undefined): (failed?: boolean) => void {
     const value = metadata?.get(CLASS_HEADER)[0];
     const className = typeof value === "string" ? value : "";
     const started = performance.now();
     let done = false;
-    return () => {
+    return (failed = false) => {
       if (done) return;
       done = true;
-      this.record(className, performance.now() - started);
+      this.record(className, performance.now() - started, failed);
     };
   }
 
@@ -174,15 +185,18 @@ export class WorkerResume {
     const cpuSeconds = (cpu.user - this.#lastCpu.user + cpu.system - this.#lastCpu.system) / 1e6;
     const requests = this.skills.requests;
     const rps = (requests - this.#lastRequests) / seconds;
+    const eps = (this.#errors - this.#lastErrors) / seconds;
     this.#lastAt = now;
     this.#lastCpu = cpu;
     this.#lastRequests = requests;
+    this.#lastErrors = this.#errors;
     const utilization = Math.max(cpuSeconds / seconds, 0);
     return encodeOrcaLoadReport({
       cpuUtilization: utilization,
       applicationUtilization: utilization,
       rpsFractional: rps,
       rps: Math.round(rps),
+      eps,
       namedMetrics: skillsToNamedMetrics(topClasses(this.skills, MAX_REPORTED_CLASSES)),
     });
   }

@@ -5,6 +5,7 @@ import { pickFirst } from "./pick-first.ts";
 import { resume } from "./resume.ts";
 import { ringHash } from "./ring-hash.ts";
 import { roundRobin } from "./round-robin.ts";
+import { weightedRoundRobin } from "./weighted-round-robin.ts";
 
 /** Every built-in policy, registered explicitly (no import-time side effects). */
 export function createDefaultRegistry(): BalancerRegistry {
@@ -14,5 +15,6 @@ export function createDefaultRegistry(): BalancerRegistry {
     .register(leastRequest)
     .register(peakEwma)
     .register(ringHash)
-    .register(resume);
+    .register(resume)
+    .register(weightedRoundRobin);
 }

@@ -357,4 +357,6 @@ export const resume: BalancerFactory<ResumeConfig> = {
     };
   },
   create: (config, deps) => new ResumeBalancer(config, deps),
+  // Skills arrive in ORCA reports: on by default, at the ORCA client's default interval.
+  loadReports: () => ({}),
 };
