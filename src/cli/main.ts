@@ -87,7 +87,8 @@ program
   .addHelpText(
     "after",
     `
-Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP restarts workers one at a time (no failed call).`,
+Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP restarts workers one at a time (no failed call);
+SIGTTIN adds a worker; SIGTTOU removes one gracefully (its open calls finish; never below 1).`,
   )
   .action(async (module: string, options) => {
     await runServe(module, options);

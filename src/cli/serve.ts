@@ -97,6 +97,15 @@ export async function runServe(module: string, flags: ServeFlags): Promise<void>
           case "reload":
             log.info({ phase: e.phase, message: e.message }, `rolling restart ${e.phase}`);
             break;
+          case "worker-added":
+            log.info({ ...e }, `worker ${e.worker} added (scale ${e.from} → ${e.to})`);
+            break;
+          case "worker-removed":
+            log.info(
+              { ...e },
+              `worker ${e.worker} removed (scale ${e.from} → ${e.to}): open calls finish, then it exits`,
+            );
+            break;
         }
       },
     });
@@ -127,4 +136,15 @@ export async function runServe(module: string, flags: ServeFlags): Promise<void>
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+  // As gunicorn and unicorn: SIGTTIN adds a worker, SIGTTOU removes one gracefully (never below 1).
+  process.on("SIGTTIN", () => {
+    if (!stopping) void server.scale(server.size() + 1);
+  });
+  process.on("SIGTTOU", () => {
+    if (stopping) return;
+    const n = server.size();
+    if (n <= 1)
+      log.warn({ signal: "SIGTTOU", workers: n }, `SIGTTOU: already at ${n} worker; not removing it`);
+    else void server.scale(n - 1);
+  });
 }

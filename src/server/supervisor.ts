@@ -24,6 +24,12 @@ import type { SupervisorMessage, WorkerConfig, WorkerMessage } from "./protocol.
  * SERVING. A crash restarts the slot with a growing backoff (100 ms doubling to 10 s); repeated crashes
  * are reported as a crash loop, not spun. A worker that fails while the server is starting stops the
  * whole start with its message (a broken module must not restart forever).
+ *
+ * Scaling (`scale(n)`, SIGTTIN/SIGTTOU in the CLI): a new slot takes the lowest worker number not in
+ * use and joins the front's backends once ready, like a restarted worker. A removed slot is always the
+ * highest-numbered one: it leaves the backends at once (under `resume` its skills leave the pool with
+ * it), its open calls finish, then it exits; its skills file, if any, is deleted, so a worker added
+ * later under that number starts unskilled. Never below 1 worker.
  */
 export interface ServeOptions {
   /** Path of the service module (.ts or .js). */
@@ -69,6 +75,9 @@ export type ServeEvent =
       crashLoop: boolean;
     }
   | { kind: "worker-failed"; worker: number; message: string }
+  /** `scale()` changed the number of workers by one: `from` → `to` (the target, not yet ready). */
+  | { kind: "worker-added"; worker: number; from: number; to: number }
+  | { kind: "worker-removed"; worker: number; pid: number | undefined; from: number; to: number }
   | { kind: "reload"; phase: "start" | "done" | "aborted"; message?: string };
 
 export interface WorkerStatus {
@@ -92,6 +101,8 @@ interface WorkerProc {
 interface Slot {
   readonly index: number;
   generation: number;
+  /** Taken out by scale(): never restarted, skipped by a rolling restart in progress. */
+  removed: boolean;
   proc: WorkerProc | undefined;
   crashes: number[];
   restarts: number;
@@ -104,6 +115,14 @@ export interface RosterServer {
   workers(): WorkerStatus[];
   /** Rolling restart: one worker at a time, each replaced only once its successor is ready. */
   reload(): Promise<void>;
+  /** The number of workers asked for (the last scale() target, else the start count). */
+  size(): number;
+  /**
+   * Changes the number of workers to `n` (a whole number ≥ 1) now: adds workers, or removes the
+   * highest-numbered ones gracefully (out of the backends, open calls finish, then exit). Resolves
+   * when the added workers are ready (or failed, reported by events) and the removed ones have exited.
+   */
+  scale(n: number): Promise<void>;
   /** Health NOT_SERVING, front stops accepting and drains, then workers drain and exit. */
   close(): Promise<void>;
 }
@@ -138,11 +157,16 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
   const slots: Slot[] = Array.from({ length: count }, (_, index) => ({
     index,
     generation: 0,
+    removed: false,
     proc: undefined,
     crashes: [],
     restarts: 0,
     restartTimer: undefined,
   }));
+  /** Workers of removed slots, until they exit (shown as draining in workers()). */
+  const leaving = new Set<WorkerProc>();
+  /** Per worker number, the last generation used: a slot added again must not reuse a socket path. */
+  const generations = new Map<number, number>();
   const idempotent = new Set<string>();
   let lb: Lb | undefined;
   let stopping = false;
@@ -216,7 +240,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
     child.once("exit", (code, signal) => {
       const wasState = proc.state;
       proc.state = "exited";
-      const expected = wasState === "draining" || stopping;
+      const expected = wasState === "draining" || stopping || slot.removed;
       o.onEvent?.({
         kind: "worker-exited",
         worker: slot.index + 1,
@@ -237,7 +261,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
   };
 
   const scheduleRestart = (slot: Slot) => {
-    if (stopping || lb === undefined) return; // during start-up a failure aborts the start instead
+    if (stopping || lb === undefined || slot.removed) return; // during start-up a failure aborts the start instead
     const now = Date.now();
     slot.crashes = [...slot.crashes.filter((t) => now - t < 60_000), now];
     const recent = slot.crashes.length;
@@ -252,7 +276,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
     clearTimeout(slot.restartTimer);
     slot.restartTimer = setTimeout(() => {
       slot.restartTimer = undefined;
-      if (stopping) return;
+      if (stopping || slot.removed) return;
       slot.restarts++;
       slot.proc = spawnWorker(slot);
     }, inMs);
@@ -274,6 +298,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
 
   const killAll = () => {
     for (const s of slots) if (s.proc && s.proc.state !== "exited") s.proc.child.kill("SIGKILL");
+    for (const p of leaving) if (p.state !== "exited") p.child.kill("SIGKILL");
     rmSync(socketDir, { recursive: true, force: true });
   };
 
@@ -318,8 +343,9 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
   let reloading: Promise<void> | undefined;
   const reload = async () => {
     o.onEvent?.({ kind: "reload", phase: "start" });
-    for (const slot of slots) {
+    for (const slot of [...slots]) {
       if (stopping) return;
+      if (slot.removed) continue;
       const old = slot.proc;
       const next = spawnWorker(slot);
       // The old process keeps its slot (and its calls) until its successor is ready.
@@ -334,6 +360,11 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
         o.onEvent?.({ kind: "reload", phase: "aborted", message: (err as Error).message });
         return;
       }
+      if (slot.removed) {
+        // Scaled away while its successor started: the successor goes too (the old one is leaving).
+        next.child.kill("SIGKILL");
+        continue;
+      }
       // Swap: the new worker takes new calls; the old one leaves the backend list (its open calls
       // finish on the connection that carries them), then drains and exits.
       slot.proc = next;
@@ -343,16 +374,102 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
     o.onEvent?.({ kind: "reload", phase: "done" });
   };
 
+  const addSlot = (): Promise<void> => {
+    const inUse = new Set([...slots.map((s) => s.index), ...[...leaving].map((p) => p.slot.index)]);
+    let index = 0;
+    while (inUse.has(index)) index++;
+    const from = slots.length;
+    const slot: Slot = {
+      index,
+      generation: generations.get(index) ?? 0,
+      removed: false,
+      proc: undefined,
+      crashes: [],
+      restarts: 0,
+      restartTimer: undefined,
+    };
+    slots.push(slot);
+    slots.sort((a, b) => a.index - b.index);
+    o.onEvent?.({ kind: "worker-added", worker: index + 1, from, to: slots.length });
+    const proc = spawnWorker(slot);
+    slot.proc = proc;
+    // Ready: publish() adds it to the backends. Failed: the exit handler restarts the slot.
+    return proc.ready.then(
+      () => {},
+      () => {},
+    );
+  };
+
+  const removeSlot = (): Promise<void> => {
+    const slot = slots.reduce((a, b) => (b.index > a.index ? b : a));
+    const from = slots.length;
+    slot.removed = true;
+    slots.splice(slots.indexOf(slot), 1);
+    generations.set(slot.index, slot.generation);
+    clearTimeout(slot.restartTimer);
+    slot.restartTimer = undefined;
+    const proc = slot.proc;
+    o.onEvent?.({
+      kind: "worker-removed",
+      worker: slot.index + 1,
+      pid: proc?.child.pid,
+      from,
+      to: slots.length,
+    });
+    const forgetSkills = () => {
+      if (o.skills?.dir === undefined) return;
+      rmSync(join(resolve(o.skills.dir), `worker-${slot.index + 1}.json`), { force: true });
+    };
+    if (proc === undefined || proc.state === "exited") {
+      forgetSkills();
+      return Promise.resolve();
+    }
+    leaving.add(proc);
+    if (proc.state === "starting") {
+      // No calls yet: it never joined the backends.
+      proc.child.kill("SIGKILL");
+    }
+    // Out of the backends at once (publish() inside drain), open calls finish, then it exits.
+    return drain(proc).then(() => {
+      leaving.delete(proc);
+      forgetSkills();
+    });
+  };
+
   return {
     address: front.server.address,
     lb: front,
-    workers: () =>
-      slots.map((s) => ({
-        worker: s.index + 1,
-        pid: s.proc?.child.pid,
-        state: s.restartTimer !== undefined ? "waiting-restart" : (s.proc?.state ?? "exited"),
-        restarts: s.restarts,
-      })),
+    workers: (): WorkerStatus[] => [
+      ...slots.map(
+        (s): WorkerStatus => ({
+          worker: s.index + 1,
+          pid: s.proc?.child.pid,
+          state: s.restartTimer !== undefined ? "waiting-restart" : (s.proc?.state ?? "exited"),
+          restarts: s.restarts,
+        }),
+      ),
+      ...[...leaving].map(
+        (p): WorkerStatus => ({
+          worker: p.slot.index + 1,
+          pid: p.child.pid,
+          state: p.state,
+          restarts: p.slot.restarts,
+        }),
+      ),
+    ],
+    size: () => slots.length,
+    scale(n: number) {
+      if (!Number.isInteger(n) || n < 1) {
+        return Promise.reject(
+          new RangeError(`scale: the number of workers must be a whole number ≥ 1, got ${n}`),
+        );
+      }
+      if (stopping) return Promise.resolve();
+      const changes: Promise<void>[] = [];
+      while (slots.length < n) changes.push(addSlot());
+      while (slots.length > n) changes.push(removeSlot());
+      return Promise.all(changes).then(() => {});
+    },
     reload() {
       reloading ??= reload().finally(() => {
         reloading = undefined;
@@ -366,7 +483,10 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
       // Health NOT_SERVING first, so health-checking clients and balancers move away while we drain.
       for (const s of slots) if (s.proc) sendTo(s.proc, { type: "not-serving" });
       await front.close(graceMs);
-      await Promise.all(slots.map((s) => (s.proc ? drain(s.proc) : Promise.resolve())));
+      await Promise.all([
+        ...slots.map((s) => (s.proc ? drain(s.proc) : Promise.resolve())),
+        ...[...leaving].map((p) => drain(p)),
+      ]);
       rmSync(socketDir, { recursive: true, force: true });
     },
   };
