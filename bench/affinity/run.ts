@@ -3,16 +3,19 @@
 // site-service.ts, each with a bounded LRU cache of objects (a miss = a simulated database load).
 // The same request stream (same seed) and the same load under each policy; per policy: database loads
 // per request, throughput, p50/p99 (from each call's intended start in open loop), overlap of cached
-// objects between workers, per-class spread; then a worker killed with SIGKILL mid-run (serve restarts
-// it: one worker removed and a new, cold one added) and the miss spike that follows. Issue 5's target:
+// objects between workers, per-class spread; then the dynamic phase: a worker added mid-run and one
+// removed gracefully (serve's scale(); or, with --change kill, a worker killed with SIGKILL and
+// restarted cold) and the miss spike that follows. Issue 5's target:
 // resume ≥ 90 % fewer loads per request than round_robin, ≥ 1.5× its throughput at saturation, p99 no
 // worse than least_request's.
 //
 // usage: node --import tsx bench/affinity/run.ts [--workers 4] [--classes 500] [--zipf 1.0]
 //   [--objects-per-class 20] [--cache-objects N] [--miss-ms 5] [--miss-cpu-us 0] [--hit-us 200]
-//   [--rate R | --concurrency C] [--warmup 15] [--duration 10] [--dynamic 6] [--runs 1]
-//   [--history 100] [--variance 4] [--backlog-history 9]
-//   [--policies round_robin,least_request,ring_hash,resume] [--seed 1] [--out FILE]
+//   [--rate R | --concurrency C] [--warmup 15 | --warmup-calls N] [--duration 10] [--dynamic 16]
+//   [--change scale|kill] [--runs 1] [--history 9999] [--max-skill-age N] [--variance 4]
+//   [--backlog-history 9] [--policies round_robin,least_request,ring_hash,resume,resume:8]
+//   [--seed 1] [--out FILE]
+// A policy "resume:V" is resume with variance V (several may be compared in one invocation).
 import { type ChildProcess, fork } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -22,6 +25,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { Command } from "commander";
 import * as hdr from "hdr-histogram-js";
+import { childrenOf, clockTicksPerSecond, readCpuTimes, readProcStat } from "../serve-scaling/proc.ts";
 import type { FromServer, ServerConfig, ToServer } from "./server.ts";
 
 const opts = new Command()
@@ -36,10 +40,20 @@ const opts = new Command()
   .option("--rate <n>", "open loop: calls per second (latency from intended start)", Number)
   .option("--concurrency <n>", "closed loop: calls in flight (default when --rate is absent)", Number, 32)
   .option("--warmup <s>", "seconds of the same load before measuring", Number, 15)
+  .option(
+    "--warmup-calls <n>",
+    "instead of --warmup: measure from the stream's N-th call (same for every policy)",
+    Number,
+  )
   .option("--duration <s>", "measured seconds", Number, 10)
-  .option("--dynamic <s>", "seconds of the kill phase after measuring (0: none)", Number, 6)
+  .option("--dynamic <s>", "seconds of the dynamic phase after measuring (0: none)", Number, 16)
+  .option(
+    "--change <how>",
+    "dynamic phase: scale (a worker added, later one removed) or kill (SIGKILL, restart)",
+    "scale",
+  )
   .option("--runs <n>", "runs per policy (medians reported)", Number, 1)
-  .option("--history <n>", "worker skills history (requests)", Number, 100)
+  .option("--history <n>", "worker skills history (requests; roster's default)", Number, 9999)
   .option("--max-skill-age <n>", "worker skills max_skill_age (default 10 × history)", Number)
   .option("--variance <x>", "resume variance", Number, 4)
   .option("--backlog-history <n>", "resume backlog_history", Number, 9)
@@ -59,8 +73,10 @@ const opts = new Command()
     rate?: number;
     concurrency: number;
     warmup: number;
+    warmupCalls?: number;
     duration: number;
     dynamic: number;
+    change: string;
     runs: number;
     history: number;
     maxSkillAge?: number;
@@ -71,6 +87,7 @@ const opts = new Command()
     out?: string;
   }>();
 
+if (opts.change !== "scale" && opts.change !== "kill") throw new Error("--change: scale or kill");
 const cacheObjects = opts.cacheObjects ?? Math.ceil((opts.classes * opts.objectsPerClass) / opts.workers);
 const openLoop = opts.rate !== undefined;
 const CALL_DEADLINE_MS = 10_000;
@@ -106,16 +123,25 @@ interface ServerHandle {
   request(m: ToServer): Promise<FromServer>;
 }
 
-async function startServer(policy: string): Promise<ServerHandle> {
+/** "resume:8" → resume with variance 8; other names as they are. */
+function policyOf(label: string): { policy: string; variance: number } {
+  const [policy = label, v] = label.split(":");
+  const variance = v === undefined ? opts.variance : Number(v);
+  if (!(variance > 0)) throw new Error(`${label}: the variance after ":" must be a number > 0`);
+  return { policy, variance };
+}
+
+async function startServer(label: string): Promise<ServerHandle> {
   const dumpDir = mkdtempSync(join(tmpdir(), "roster-affinity-"));
   tempDirs.add(dumpDir);
+  const { policy, variance } = policyOf(label);
   const policyConfig: Record<string, unknown> =
     policy === "ring_hash"
       ? { hashKey: { header: "x-tenant" } }
       : policy === "least_request"
-        ? { choiceCount: Math.min(Math.max(opts.workers, 2), 10) } // as serve()'s default
+        ? { choiceCount: Math.min(Math.max(opts.workers + 1, 2), 10) } // as serve()'s default (+1: scale)
         : policy === "resume"
-          ? { variance: opts.variance, backlogHistory: opts.backlogHistory }
+          ? { variance, backlogHistory: opts.backlogHistory }
           : {};
   const config: ServerConfig = {
     workers: opts.workers,
@@ -230,7 +256,7 @@ async function dumpWorkers(s: ServerHandle): Promise<WorkerDump[]> {
 }
 
 function findDump(dir: string, pid: number): string | undefined {
-  for (let slot = 1; slot <= opts.workers; slot++) {
+  for (let slot = 1; slot <= opts.workers + 1; slot++) {
     const f = join(dir, `w${slot}-${pid}.json`);
     if (existsSync(f)) return f;
   }
@@ -257,6 +283,8 @@ interface Item {
   tenant: string;
   object: number;
   first: boolean;
+  /** Position in the stream (0-based). */
+  index: number;
 }
 
 function workload(seed: number): () => Item {
@@ -268,6 +296,7 @@ function workload(seed: number): () => Item {
   }
   const random = mulberry32(seed);
   const seen = new Set<number>();
+  let index = 0;
   return () => {
     const u = random() * sum;
     let lo = 0;
@@ -281,7 +310,7 @@ function workload(seed: number): () => Item {
     const id = lo * opts.objectsPerClass + object;
     const first = !seen.has(id);
     if (first) seen.add(id);
-    return { tenant: `t${lo}`, object, first };
+    return { tenant: `t${lo}`, object, first, index: index++ };
   };
 }
 
@@ -314,6 +343,8 @@ function siteClient(address: string): grpc.Client & { Get: Get } {
 interface CallEnd {
   /** ms since the load began: intended start (open loop) or actual start (closed loop). */
   start: number;
+  /** The call's position in the stream. */
+  index: number;
   latencyUs: number;
   ok: boolean;
   tenant: string;
@@ -323,21 +354,24 @@ interface CallEnd {
 }
 
 /**
- * Sends the stream at the configured load until `stopAt` ms, calling `onEnd` for each finished call
- * and `onTick(ms)` every 10 ms; resolves once every call has ended.
+ * Sends the stream at the configured load until `stopAt()` ms, calling `onEnd` for each finished call,
+ * `onStart(index, ms)` as each call starts and `onTick(ms)` every 10 ms; resolves once every call has
+ * ended.
  */
 async function drive(
   client: grpc.Client & { Get: Get },
   next: () => Item,
-  stopAt: number,
+  stopAt: () => number,
   onEnd: (e: CallEnd) => void,
   onTick: (ms: number) => void,
+  onStart: (index: number, ms: number) => void = () => {},
 ): Promise<{ unsent: number }> {
   const t0 = performance.now();
   let inFlight = 0;
   let unsent = 0;
   const call = (intended: number): Promise<void> => {
-    const { tenant, object, first } = next();
+    const { tenant, object, first, index } = next();
+    onStart(index, intended - t0);
     const md = new grpc.Metadata();
     md.set("x-tenant", tenant);
     inFlight++;
@@ -347,6 +381,7 @@ async function drive(
         const now = performance.now();
         onEnd({
           start: intended - t0,
+          index,
           latencyUs: Math.max(1, Math.round((now - intended) * 1000)),
           ok: err === null && res !== undefined,
           tenant,
@@ -364,7 +399,7 @@ async function drive(
       const rate = opts.rate!;
       let sent = 0;
       const pending = new Set<Promise<void>>();
-      while (performance.now() - t0 < stopAt) {
+      while (performance.now() - t0 < stopAt()) {
         const due = Math.floor(((performance.now() - t0) / 1000) * rate);
         while (sent < due) {
           const intended = t0 + (sent * 1000) / rate;
@@ -382,7 +417,7 @@ async function drive(
       await Promise.all(pending);
     } else {
       const lane = async () => {
-        while (performance.now() - t0 < stopAt) await call(performance.now());
+        while (performance.now() - t0 < stopAt()) await call(performance.now());
       };
       await Promise.all(Array.from({ length: opts.concurrency }, lane));
     }
@@ -393,10 +428,49 @@ async function drive(
 }
 
 // ---------------------------------------------------------------------------------------------------
+// CPU accounting: our processes (this driver, the server process and its workers) against the whole
+// machine's busy time (/proc/stat), so that CPU used by other processes during the window is reported.
+
+const HZ = clockTicksPerSecond();
+
+interface CpuSnap {
+  at: number;
+  busyTicks: number;
+  stealTicks: number;
+  driverUs: number;
+  serverTicks: number;
+}
+
+function cpuSnap(s: ServerHandle): CpuSnap {
+  const sys = readCpuTimes();
+  const u = process.cpuUsage();
+  const pid = s.child.pid ?? 0;
+  let serverTicks = readProcStat(pid)?.ticks ?? 0;
+  for (const c of childrenOf(pid)) serverTicks += c.ticks;
+  return {
+    at: performance.now(),
+    busyTicks: sys.busy,
+    stealTicks: sys.steal,
+    driverUs: u.user + u.system,
+    serverTicks,
+  };
+}
+
+/** Cores used during [a, b]: by our processes, by everything else, and stolen by the hypervisor. */
+function cpuBetween(a: CpuSnap, b: CpuSnap): { ours: number; other: number; steal: number } {
+  const secs = Math.max(1e-3, (b.at - a.at) / 1000);
+  const ours = ((b.driverUs - a.driverUs) / 1e6 + (b.serverTicks - a.serverTicks) / HZ) / secs;
+  const busy = (b.busyTicks - a.busyTicks) / HZ / secs;
+  return { ours, other: Math.max(0, busy - ours), steal: (b.stealTicks - a.stealTicks) / HZ / secs };
+}
+
+// ---------------------------------------------------------------------------------------------------
 // One run of one policy.
 
 interface RunResult {
   policy: string;
+  /** Stream position of the window's first call. */
+  windowStartCall: number;
   calls: number;
   errors: number;
   unsent: number;
@@ -405,6 +479,8 @@ interface RunResult {
   workerLoadsPerCall: number;
   /** Calls that asked for an object for the first time in the stream: the floor of loads per call. */
   firstTouchPerCall: number;
+  /** Loads that were not first touches, per call: what a policy can avoid (steady-state misses). */
+  avoidablePerCall: number;
   p50: number;
   p99: number;
   p999: number;
@@ -416,23 +492,44 @@ interface RunResult {
   spread: number;
   spreadWeighted: number;
   workerShares: Record<string, number>;
+  /** Cores during the window: our processes, other processes, steal. */
+  cpu: { ours: number; other: number; steal: number };
   dynamic?: DynamicResult;
 }
 
-interface DynamicResult {
-  killedPid: number;
-  killAtMs: number;
-  bucketMs: number;
-  /** Per bucket: calls ended that started in it, and their loads. */
-  timeline: Array<{ ms: number; calls: number; loads: number; errors: number }>;
+interface Bucket {
+  ms: number;
+  calls: number;
+  loads: number;
+  errors: number;
+  servedBy: Record<string, number>;
+}
+
+/** One change of the dynamic phase (a worker added, removed, or killed) and what followed it. */
+interface ChangeResult {
+  change: string;
+  atMs: number;
+  /** Loads/call over the (up to) 2 s before the change. */
   loadsPerCallBefore: number;
-  peakLoadsPerCallAfter: number;
-  /** Loads in the phase after the kill beyond the before-rate × calls. */
+  /** Highest loads/call of a bucket after the change (until the next change or the end). */
+  peakAfter: number;
+  /** Loads after the change beyond the before-rate × calls. */
   excessLoads: number;
-  /** Whether some bucket after the kill had loads/call above 1.5× the before-rate. */
+  /** Some bucket after the change above 1.5× the before-rate. */
   spiked: boolean;
-  /** ms after the kill until a bucket's loads/call is back within 1.5× the before-rate (after a spike). */
+  /** ms after the change from which every bucket stays within 1.5× the before-rate (after a spike). */
   recoveryMs: number | undefined;
+  /** Loads/call over the last 2 s before the next change (or the end). */
+  loadsPerCallAfter: number;
+  /** Calls/s per worker (w<number>) over those last 2 s. */
+  perWorkerAfter: Record<string, number>;
+}
+
+interface DynamicResult {
+  mode: "scale" | "kill";
+  bucketMs: number;
+  timeline: Bucket[];
+  changes: ChangeResult[];
   errors: number;
 }
 
@@ -440,8 +537,11 @@ async function oneRun(policy: string): Promise<RunResult> {
   const server = await startServer(policy);
   const client = siteClient(server.address);
   try {
-    const warmMs = opts.warmup * 1000;
-    const endMs = warmMs + opts.duration * 1000;
+    const byCalls = opts.warmupCalls !== undefined;
+    const durationMs = opts.duration * 1000;
+    let windowStart: number | undefined = byCalls ? undefined : opts.warmup * 1000;
+    let windowStartCall = byCalls ? opts.warmupCalls! : -1;
+    const endMs = () => (windowStart === undefined ? Number.POSITIVE_INFINITY : windowStart + durationMs);
     const hist = newHistogram();
     let calls = 0;
     let errors = 0;
@@ -450,13 +550,23 @@ async function oneRun(policy: string): Promise<RunResult> {
     const classWorkers = new Map<string, Map<string, number>>();
     const workerCalls = new Map<string, number>();
     let startDump: Promise<WorkerDump[]> | undefined;
+    let cpuStart: CpuSnap | undefined;
+    let cpuEnd: CpuSnap | undefined;
+    const beginWindow = () => {
+      startDump = dumpWorkers(server);
+      cpuStart = cpuSnap(server);
+    };
+    const inWindow = (e: CallEnd) =>
+      windowStart !== undefined &&
+      e.start < windowStart + durationMs &&
+      (byCalls ? e.index >= windowStartCall : e.start >= windowStart);
     const next = workload(opts.seed);
     const { unsent } = await drive(
       client,
       next,
       endMs,
       (e) => {
-        if (e.start < warmMs || e.start >= endMs) return;
+        if (!inWindow(e)) return;
         calls++;
         hist.recordValue(e.latencyUs);
         if (!e.ok) {
@@ -471,9 +581,22 @@ async function oneRun(policy: string): Promise<RunResult> {
         workerCalls.set(e.servedBy, (workerCalls.get(e.servedBy) ?? 0) + 1);
       },
       (ms) => {
-        if (startDump === undefined && ms >= warmMs) startDump = dumpWorkers(server);
+        if (!byCalls && startDump === undefined && ms >= windowStart!) {
+          windowStartCall = -1;
+          beginWindow();
+        }
+        if (cpuStart !== undefined && cpuEnd === undefined && ms >= endMs()) cpuEnd = cpuSnap(server);
+      },
+      (index, ms) => {
+        if (byCalls && index === windowStartCall) {
+          windowStart = ms;
+          beginWindow();
+        } else if (!byCalls && windowStartCall < 0 && ms >= windowStart!) {
+          windowStartCall = index;
+        }
       },
     );
+    cpuEnd ??= cpuSnap(server);
     const first = (await startDump) ?? [];
     const last = await dumpWorkers(server);
     // Worker counters over the window (a worker restarted meanwhile would be missing from `first`).
@@ -503,6 +626,7 @@ async function oneRun(policy: string): Promise<RunResult> {
     const ok = calls - errors;
     const result: RunResult = {
       policy,
+      windowStartCall,
       calls,
       errors,
       unsent,
@@ -510,6 +634,7 @@ async function oneRun(policy: string): Promise<RunResult> {
       loadsPerCall: loads / Math.max(1, ok),
       workerLoadsPerCall: dLoads / Math.max(1, dReq),
       firstTouchPerCall: firstTouches / Math.max(1, ok),
+      avoidablePerCall: (loads - firstTouches) / Math.max(1, ok),
       p50: hist.getValueAtPercentile(50) / 1000,
       p99: hist.getValueAtPercentile(99) / 1000,
       p999: hist.getValueAtPercentile(99.9) / 1000,
@@ -518,6 +643,7 @@ async function oneRun(policy: string): Promise<RunResult> {
       spread: spreadSum / Math.max(1, classWorkers.size),
       spreadWeighted: spreadWeighted / Math.max(1, ok),
       workerShares: Object.fromEntries([...workerCalls].map(([k, n]) => [k, n / Math.max(1, ok)])),
+      cpu: cpuStart !== undefined ? cpuBetween(cpuStart, cpuEnd) : { ours: 0, other: 0, steal: 0 },
     };
     if (opts.dynamic > 0) result.dynamic = await dynamicPhase(server, client, next);
     return result;
@@ -527,7 +653,12 @@ async function oneRun(policy: string): Promise<RunResult> {
   }
 }
 
-/** The same load for `--dynamic` s; at a third of it, worker 1 is killed with SIGKILL (serve restarts it). */
+/**
+ * The same load for `--dynamic` s. scale: at a quarter of it serve() scales to workers + 1 (a cold
+ * worker added; resume: unskilled, at the LRU end), at 5/8 back to workers (the highest-numbered worker,
+ * the one added, removed gracefully: out of the balancer, open calls finish, then it exits; resume: its
+ * skills leave with it). kill: at a third, worker 1 gets SIGKILL and serve() restarts it cold.
+ */
 async function dynamicPhase(
   server: ServerHandle,
   client: grpc.Client & { Get: Get },
@@ -535,64 +666,124 @@ async function dynamicPhase(
 ): Promise<DynamicResult> {
   const bucketMs = 250;
   const phaseMs = opts.dynamic * 1000;
-  const killAtMs = Math.round(phaseMs / 3);
+  const mode = opts.change as "scale" | "kill";
   const status = await server.request({ type: "workers" });
-  const killedPid = status.type === "workers" ? status.pids[0]! : server.pids[0]!;
-  const buckets = Array.from({ length: Math.ceil(phaseMs / bucketMs) }, (_, i) => ({
+  const firstPid = status.type === "workers" ? status.pids[0]! : server.pids[0]!;
+  const plan: Array<{ atMs: number; change: string; run: () => void }> = [];
+  let pending: Promise<unknown> = Promise.resolve();
+  const scaleTo = (n: number) => {
+    pending = pending.then(async () => {
+      const r = await server.request({ type: "scale", n });
+      if (r.type === "workers") for (const pid of r.pids) workerPids.add(pid);
+      else throw new Error(`scale(${n}) failed: ${JSON.stringify(r)}`);
+    });
+  };
+  if (mode === "scale") {
+    plan.push({
+      atMs: Math.round(phaseMs / 4),
+      change: `worker added (scale ${opts.workers} → ${opts.workers + 1})`,
+      run: () => scaleTo(opts.workers + 1),
+    });
+    plan.push({
+      atMs: Math.round((phaseMs * 5) / 8),
+      change: `worker ${opts.workers + 1} removed (scale ${opts.workers + 1} → ${opts.workers})`,
+      run: () => scaleTo(opts.workers),
+    });
+  } else {
+    plan.push({
+      atMs: Math.round(phaseMs / 3),
+      change: "worker 1 killed (SIGKILL; restarted cold)",
+      run: () => process.kill(firstPid, "SIGKILL"),
+    });
+  }
+  const buckets: Bucket[] = Array.from({ length: Math.ceil(phaseMs / bucketMs) }, (_, i) => ({
     ms: i * bucketMs,
     calls: 0,
     loads: 0,
     errors: 0,
+    servedBy: {},
   }));
-  let killed = false;
+  let done = 0;
   await drive(
     client,
     next,
-    phaseMs,
+    () => phaseMs,
     (e) => {
       const b = buckets[Math.floor(e.start / bucketMs)];
       if (b === undefined) return;
       b.calls++;
-      if (!e.ok) b.errors++;
-      else if (e.loaded) b.loads++;
+      if (!e.ok) {
+        b.errors++;
+        return;
+      }
+      if (e.loaded) b.loads++;
+      // "w5-1234" → "w5": the worker number (a restarted worker keeps its number).
+      const w = e.servedBy.split("-")[0] ?? e.servedBy;
+      b.servedBy[w] = (b.servedBy[w] ?? 0) + 1;
     },
     (ms) => {
-      if (!killed && ms >= killAtMs) {
-        killed = true;
-        process.kill(killedPid, "SIGKILL");
-      }
+      while (done < plan.length && ms >= plan[done]!.atMs) plan[done++]!.run();
     },
   );
+  await pending;
   // The restarted worker's pid, so cleanup can reach it.
   const after = await server.request({ type: "workers" });
   if (after.type === "workers") for (const pid of after.pids) workerPids.add(pid);
-  const killBucket = Math.floor(killAtMs / bucketMs);
-  const sumOf = (bs: typeof buckets) =>
-    bs.reduce((a, b) => ({ calls: a.calls + b.calls, loads: a.loads + b.loads }), { calls: 0, loads: 0 });
-  const before = sumOf(buckets.slice(0, killBucket));
-  const rateBefore = before.loads / Math.max(1, before.calls);
-  const afterBuckets = buckets.slice(killBucket);
-  let peak = 0;
-  let excess = 0;
-  let recoveryMs: number | undefined;
-  let seenSpike = false;
-  for (const b of afterBuckets) {
-    const r = b.loads / Math.max(1, b.calls);
-    peak = Math.max(peak, r);
-    excess += b.loads - rateBefore * b.calls;
-    if (r > 1.5 * rateBefore) seenSpike = true;
-    else if (seenSpike && recoveryMs === undefined) recoveryMs = b.ms - killBucket * bucketMs;
-  }
+
+  const sum = (bs: Bucket[]) => {
+    const t = { calls: 0, loads: 0, servedBy: {} as Record<string, number> };
+    for (const b of bs) {
+      t.calls += b.calls;
+      t.loads += b.loads;
+      for (const [w, n] of Object.entries(b.servedBy)) t.servedBy[w] = (t.servedBy[w] ?? 0) + n;
+    }
+    return t;
+  };
+  const tail = Math.round(2000 / bucketMs);
+  const changes = plan.map((p, i): ChangeResult => {
+    const at = Math.floor(p.atMs / bucketMs);
+    const prevAt = i > 0 ? Math.floor(plan[i - 1]!.atMs / bucketMs) : 0;
+    const nextAt = i + 1 < plan.length ? Math.floor(plan[i + 1]!.atMs / bucketMs) : buckets.length;
+    const before = sum(buckets.slice(Math.max(prevAt, at - tail), at));
+    const rateBefore = before.loads / Math.max(1, before.calls);
+    const afterBuckets = buckets.slice(at, nextAt);
+    let peak = 0;
+    let excess = 0;
+    let spiked = false;
+    let lastHigh = -1;
+    afterBuckets.forEach((b, j) => {
+      const r = b.loads / Math.max(1, b.calls);
+      peak = Math.max(peak, r);
+      excess += b.loads - rateBefore * b.calls;
+      if (r > 1.5 * rateBefore) {
+        spiked = true;
+        lastHigh = j;
+      }
+    });
+    const recoveryMs = spiked && lastHigh < afterBuckets.length - 1 ? (lastHigh + 1) * bucketMs : undefined;
+    const end = sum(buckets.slice(Math.max(at, nextAt - tail), nextAt));
+    const secs = (Math.min(tail, nextAt - at) * bucketMs) / 1000;
+    return {
+      change: p.change,
+      atMs: p.atMs,
+      loadsPerCallBefore: rateBefore,
+      peakAfter: peak,
+      excessLoads: Math.round(excess),
+      spiked,
+      recoveryMs,
+      loadsPerCallAfter: end.loads / Math.max(1, end.calls),
+      perWorkerAfter: Object.fromEntries(
+        Object.entries(end.servedBy)
+          .sort(([a], [b]) => Number(a.slice(1)) - Number(b.slice(1)))
+          .map(([w, n]) => [w, Math.round(n / secs)]),
+      ),
+    };
+  });
   return {
-    killedPid,
-    killAtMs,
+    mode,
     bucketMs,
     timeline: buckets,
-    loadsPerCallBefore: rateBefore,
-    peakLoadsPerCallAfter: peak,
-    excessLoads: Math.round(excess),
-    spiked: seenSpike,
-    recoveryMs,
+    changes,
     errors: buckets.reduce((a, b) => a + b.errors, 0),
   };
 }
@@ -617,13 +808,18 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 async function main(): Promise<void> {
   const policies = opts.policies.split(",");
+  for (const p of policies) policyOf(p); // fail early on a bad "resume:V"
   const all: RunResult[] = [];
   const load = openLoop
     ? `${opts.rate} calls/s open loop`
     : `closed loop, ${opts.concurrency} calls in flight`;
+  const warm =
+    opts.warmupCalls !== undefined
+      ? `from call ${opts.warmupCalls} of the stream`
+      : `after ${opts.warmup} s warm-up`;
   process.stderr.write(
     `${opts.workers} workers, ${opts.classes} classes Zipf ${opts.zipf} × ${opts.objectsPerClass} objects, ` +
-      `cache ${cacheObjects} objects/worker, miss ${opts.missMs} ms + ${opts.missCpuUs} µs CPU, hit ${opts.hitUs} µs CPU, ${load}\n`,
+      `cache ${cacheObjects} objects/worker, miss ${opts.missMs} ms + ${opts.missCpuUs} µs CPU, hit ${opts.hitUs} µs CPU, ${load}, ${warm}\n`,
   );
   for (let r = 0; r < opts.runs; r++) {
     // Alternate the order between rounds so drift reaches every policy alike.
@@ -631,10 +827,18 @@ async function main(): Promise<void> {
       const res = await oneRun(policy);
       all.push(res);
       process.stderr.write(
-        `run ${r + 1} ${policy}: ${res.callsPerSec.toFixed(0)} calls/s, loads/call ${res.loadsPerCall.toFixed(4)}, ` +
-          `p99 ${res.p99.toFixed(1)} ms, errors ${res.errors}` +
+        `run ${r + 1} ${policy}: ${res.callsPerSec.toFixed(0)} calls/s, loads/call ${res.loadsPerCall.toFixed(4)} ` +
+          `(first touches ${res.firstTouchPerCall.toFixed(4)}, avoidable ${res.avoidablePerCall.toFixed(4)}), ` +
+          `p50 ${res.p50.toFixed(1)} p99 ${res.p99.toFixed(1)} ms, errors ${res.errors}, spread ${res.spread.toFixed(2)}/${res.spreadWeighted.toFixed(2)}, ` +
+          `CPU ours ${res.cpu.ours.toFixed(2)} other ${res.cpu.other.toFixed(2)} steal ${res.cpu.steal.toFixed(2)} cores` +
           (res.dynamic
-            ? `; kill: loads/call ${res.dynamic.loadsPerCallBefore.toFixed(4)} → peak ${res.dynamic.peakLoadsPerCallAfter.toFixed(4)}, excess ${res.dynamic.excessLoads}`
+            ? res.dynamic.changes
+                .map(
+                  (c) =>
+                    `; ${c.change}: ${c.loadsPerCallBefore.toFixed(4)} → peak ${c.peakAfter.toFixed(4)}, excess ${c.excessLoads}, ` +
+                    `recovery ${c.recoveryMs ?? (c.spiked ? "none" : "no spike")}, after ${c.loadsPerCallAfter.toFixed(4)} ${JSON.stringify(c.perWorkerAfter)}`,
+                )
+                .join("")
             : "") +
           "\n",
       );
@@ -645,9 +849,12 @@ async function main(): Promise<void> {
     const m = (f: (x: RunResult) => number) => median(runs.map(f));
     return {
       policy,
+      runs,
+      windowStartCall: m((x) => x.windowStartCall),
       loadsPerCall: m((x) => x.loadsPerCall),
       workerLoadsPerCall: m((x) => x.workerLoadsPerCall),
       firstTouchPerCall: m((x) => x.firstTouchPerCall),
+      avoidablePerCall: m((x) => x.avoidablePerCall),
       callsPerSec: m((x) => x.callsPerSec),
       p50: m((x) => x.p50),
       p99: m((x) => x.p99),
@@ -655,18 +862,9 @@ async function main(): Promise<void> {
       copiesPerObject: m((x) => x.copiesPerObject),
       spread: m((x) => x.spread),
       spreadWeighted: m((x) => x.spreadWeighted),
+      otherCpu: m((x) => x.cpu.other),
+      maxOtherCpu: Math.max(...runs.map((x) => x.cpu.other)),
       errors: runs.reduce((a, x) => a + x.errors + x.unsent, 0),
-      dynBefore: runs[0]?.dynamic ? m((x) => x.dynamic?.loadsPerCallBefore ?? 0) : undefined,
-      dynPeak: runs[0]?.dynamic ? m((x) => x.dynamic?.peakLoadsPerCallAfter ?? 0) : undefined,
-      dynExcess: runs[0]?.dynamic ? m((x) => x.dynamic?.excessLoads ?? 0) : undefined,
-      dynRecovery: runs[0]?.dynamic
-        ? runs[0].dynamic.recoveryMs !== undefined
-          ? `${runs[0].dynamic.recoveryMs} ms`
-          : runs[0].dynamic.spiked
-            ? "not within the phase"
-            : "never above 1.5×"
-        : undefined,
-      dynErrors: runs.reduce((a, x) => a + (x.dynamic?.errors ?? 0), 0),
     };
   });
   const rr = rows.find((x) => x.policy === "round_robin");
@@ -676,33 +874,51 @@ async function main(): Promise<void> {
   const lines = [
     `${opts.workers} workers; ${opts.classes} classes (Zipf ${opts.zipf}) × ${opts.objectsPerClass} objects; ` +
       `LRU ${cacheObjects} objects per worker; miss = ${opts.missMs} ms wait + ${opts.missCpuUs} µs CPU, every call ${opts.hitUs} µs CPU; ` +
-      `${load}; ${opts.duration} s measured after ${opts.warmup} s warm-up; history ${opts.history}; ` +
+      `${load}; ${opts.duration} s measured ${warm}; history ${opts.history}, max skill age ${opts.maxSkillAge ?? 10 * opts.history}; ` +
       `medians of ${opts.runs} run(s):`,
     "",
-    "| policy | DB loads / call | ÷ round_robin | (worker counters) | first touches / call | calls/s | × round_robin | p50 ms | p99 ms | p99 ÷ least_request | cached objects on >1 worker | copies / object | workers per class (mean / call-weighted) | errors |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| policy | DB loads / call | ÷ round_robin | (worker counters) | first touches / call | avoidable loads / call | ÷ round_robin | calls/s | × round_robin | p50 ms | p99 ms | p99 ÷ least_request | cached objects on >1 worker | copies / object | workers per class (mean / call-weighted) | other CPU cores (median / max) | errors |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ...rows.map(
       (x) =>
         `| ${x.policy} | ${x.loadsPerCall.toFixed(4)} | ${ratio(x.loadsPerCall, rr?.loadsPerCall, 3)} | ${x.workerLoadsPerCall.toFixed(4)} | ${x.firstTouchPerCall.toFixed(4)} | ` +
+        `${x.avoidablePerCall.toFixed(4)} | ${ratio(x.avoidablePerCall, rr?.avoidablePerCall, 3)} | ` +
         `${x.callsPerSec.toFixed(0)} | ${ratio(x.callsPerSec, rr?.callsPerSec)} | ${x.p50.toFixed(2)} | ${x.p99.toFixed(2)} | ` +
         `${ratio(x.p99, lr?.p99)} | ${(100 * x.overlap).toFixed(1)} % | ${x.copiesPerObject.toFixed(2)} | ` +
-        `${x.spread.toFixed(2)} / ${x.spreadWeighted.toFixed(2)} | ${x.errors} |`,
+        `${x.spread.toFixed(2)} / ${x.spreadWeighted.toFixed(2)} | ${x.otherCpu.toFixed(2)} / ${x.maxOtherCpu.toFixed(2)} | ${x.errors} |`,
     ),
   ];
-  if (rows.some((x) => x.dynBefore !== undefined)) {
+  if (opts.dynamic > 0) {
     lines.push(
       "",
-      `Kill phase: the same load for ${opts.dynamic} s; at ${Math.round(opts.dynamic / 3)} s worker 1 gets SIGKILL and serve() ` +
-        "restarts it (a warm worker removed, a cold one added; resume reloads its skills file). Loads/call per 250 ms bucket:",
+      opts.change === "scale"
+        ? `Dynamic phase: the same load for ${opts.dynamic} s; a worker added at ${opts.dynamic / 4} s (serve's scale(${opts.workers + 1})), ` +
+            `the same worker removed gracefully at ${(opts.dynamic * 5) / 8} s (scale(${opts.workers})). Per 250 ms bucket of call starts (first run):`
+        : `Dynamic phase: the same load for ${opts.dynamic} s; at ${(opts.dynamic / 3).toFixed(1)} s worker 1 gets SIGKILL and serve() restarts it cold ` +
+            "(resume: it reloads its skills file). Per 250 ms bucket of call starts (first run):",
       "",
-      "| policy | loads / call before | peak after kill | excess loads after kill | back within 1.5× after | errors |",
-      "|---|---|---|---|---|---|",
-      ...rows.map(
-        (x) =>
-          `| ${x.policy} | ${x.dynBefore?.toFixed(4)} | ${x.dynPeak?.toFixed(4)} | ${x.dynExcess} | ` +
-          `${x.dynRecovery ?? "—"} | ${x.dynErrors} |`,
-      ),
+      "| policy | change | loads / call, 2 s before | peak after | excess loads after | stays within 1.5× from | loads / call, last 2 s after | calls/s per worker, last 2 s after | errors |",
+      "|---|---|---|---|---|---|---|---|---|",
     );
+    for (const x of rows) {
+      const d = x.runs[0]?.dynamic;
+      if (d === undefined) continue;
+      for (const c of d.changes) {
+        const rec =
+          c.recoveryMs !== undefined
+            ? `${c.recoveryMs} ms`
+            : c.spiked
+              ? "not within the phase"
+              : "never above 1.5×";
+        const perWorker = Object.entries(c.perWorkerAfter)
+          .map(([w, n]) => `${w} ${n}`)
+          .join(", ");
+        lines.push(
+          `| ${x.policy} | ${c.change} | ${c.loadsPerCallBefore.toFixed(4)} | ${c.peakAfter.toFixed(4)} | ${c.excessLoads} | ${rec} | ` +
+            `${c.loadsPerCallAfter.toFixed(4)} | ${perWorker} | ${d.errors} |`,
+        );
+      }
+    }
   }
   process.stdout.write(`${lines.join("\n")}\n`);
   if (opts.out) {
@@ -714,7 +930,16 @@ async function main(): Promise<void> {
     };
     writeFileSync(
       opts.out,
-      JSON.stringify({ options: { ...opts, cacheObjects }, machine, runs: all, rows }, null, 2),
+      JSON.stringify(
+        {
+          options: { ...opts, cacheObjects },
+          machine,
+          runs: all,
+          rows: rows.map(({ runs: _runs, ...r }) => r),
+        },
+        null,
+        2,
+      ),
     );
   }
 }

@@ -1,7 +1,9 @@
 // bench/affinity's server process: `serve()` (roster serve's library API) with the site service
 // module, the policy under test and the x-tenant classifier. Forked by run.ts with an IPC channel:
 // it sends { type: "ready", address, workers } once listening, answers { type: "workers" } with the
-// workers' status, and on { type: "close" } closes the server and exits. Its workers exit with it
+// workers' status, { type: "scale", n } by scaling to n workers (server.scale: added workers ready,
+// removed ones drained and gone) and answering with the workers, and on { type: "close" } closes the
+// server and exits. Its workers exit with it
 // (a worker ends when its supervisor's IPC channel closes).
 import { fileURLToPath } from "node:url";
 import { createDefaultRegistry } from "../../src/core/policies/registry.ts";
@@ -16,7 +18,7 @@ export interface ServerConfig {
   readonly skillsDir: string;
 }
 
-export type ToServer = { type: "workers" } | { type: "close" };
+export type ToServer = { type: "workers" } | { type: "scale"; n: number } | { type: "close" };
 export type FromServer =
   | { type: "ready"; address: string; pids: number[] }
   | { type: "workers"; pids: number[] }
@@ -43,7 +45,12 @@ async function main(): Promise<void> {
     server.workers().flatMap((w) => (w.pid !== undefined && w.state === "ready" ? [w.pid] : []));
   process.on("message", (m: ToServer) => {
     if (m.type === "workers") send({ type: "workers", pids: pids() });
-    else if (m.type === "close") {
+    else if (m.type === "scale") {
+      server.scale(m.n).then(
+        () => send({ type: "workers", pids: pids() }),
+        (err: Error) => send({ type: "error", message: err.message }),
+      );
+    } else if (m.type === "close") {
       void server.close().finally(() => process.exit(0));
     }
   });
