@@ -287,6 +287,11 @@ export class Channel {
     return true;
   }
 
+  /** Whether `reconfigurePolicy(name, …)` would apply settings live; changes nothing. */
+  canReconfigurePolicy(name: string): boolean {
+    return name === this.#o.policy.name && this.#balancer instanceof ResumeBalancer;
+  }
+
   policyStatus(): unknown {
     const b = this.#balancer as Balancer & { status?: () => unknown };
     return typeof b.status === "function" ? b.status() : undefined;

@@ -12,7 +12,8 @@ import {
   resolveLbConfig,
   validateRaw,
 } from "../proxy/config.ts";
-import { startLb } from "../proxy/lb.ts";
+import { type ClusterOptions, startLb } from "../proxy/lb.ts";
+import { describeRoute } from "../proxy/routes.ts";
 import { type LbHooks, lbHooks, observeLb } from "./wiring.ts";
 
 export interface LbFlags {
@@ -41,13 +42,22 @@ export function loadLbConfig(flags: LbFlags): LbConfig {
     "flags",
   );
   const where = file ?? "flags";
-  if (fromFile.backends === undefined && fromFlags.backends === undefined) {
+  if (
+    fromFile.backends === undefined &&
+    fromFlags.backends === undefined &&
+    fromFile.clusters === undefined
+  ) {
     throw new ConfigError(
       where === "flags" ? "--backend" : `${where}: backends`,
       "at least one backend is needed",
     );
   }
   return resolveLbConfig({ ...fromFile, ...fromFlags }, createDefaultRegistry(), where);
+}
+
+/** "cluster beta: " in log messages, nothing for the cluster "default" (one-cluster setups read as before). */
+function clusterPrefix(cluster: string): string {
+  return cluster === "default" ? "" : `cluster ${cluster}: `;
 }
 
 function readConfigFile(file: string): string {
@@ -72,61 +82,113 @@ function idempotentMatcher(methods: readonly string[]): (path: string) => boolea
 function withHealthLogging(hooks: LbHooks, log: Logger): LbHooks {
   return {
     ...hooks,
-    onChannelEvent: (event) => {
-      hooks.onChannelEvent?.(event);
+    onChannelEvent: (event, cluster) => {
+      hooks.onChannelEvent?.(event, cluster);
+      const where = clusterPrefix(cluster);
       if (event.kind === "backend-health") {
-        const fields = { backend: event.key, health: event.health, detail: event.detail };
-        if (event.health === event.previous) log.debug(fields, `backend ${event.key}: ${event.detail}`);
-        else if (event.health === "serving") log.info(fields, `backend ${event.key} is serving`);
-        else log.warn(fields, `backend ${event.key} is ${event.health}: ${event.detail}`);
+        const fields = { cluster, backend: event.key, health: event.health, detail: event.detail };
+        if (event.health === event.previous)
+          log.debug(fields, `${where}backend ${event.key}: ${event.detail}`);
+        else if (event.health === "serving") log.info(fields, `${where}backend ${event.key} is serving`);
+        else log.warn(fields, `${where}backend ${event.key} is ${event.health}: ${event.detail}`);
       } else if (event.kind === "backend-ejected") {
-        log.warn({ backend: event.key }, `backend ${event.key} ejected by outlier detection`);
+        log.warn(
+          { cluster, backend: event.key },
+          `${where}backend ${event.key} ejected by outlier detection`,
+        );
       } else if (event.kind === "backend-returned") {
-        log.info({ backend: event.key }, `backend ${event.key} returned after its ejection`);
+        log.info({ cluster, backend: event.key }, `${where}backend ${event.key} returned after its ejection`);
       }
     },
   };
 }
 
+/** What startLb and reconfigure take, from a validated config. */
+function clusterOptions(config: LbConfig): Map<string, ClusterOptions> {
+  return new Map(
+    [...config.clusters].map(([name, c]): [string, ClusterOptions] => [
+      name,
+      {
+        backends: c.backends,
+        policy: c.policy,
+        policyOptions: c.policyOptions,
+        ...(c.healthCheck !== undefined ? { healthCheck: c.healthCheck } : {}),
+        ...(c.outlierDetection !== undefined ? { outlierDetection: c.outlierDetection } : {}),
+        ...(c.orca !== undefined ? { orca: c.orca } : {}),
+        ...(c.classifier !== undefined ? { classify: createClassifier(c.classifier) } : {}),
+      },
+    ]),
+  );
+}
+
+/** Settings read once at start; a reload that changes them says they need a restart. */
+function restartOnly(c: LbConfig): Record<string, unknown> {
+  return {
+    listen: c.listen,
+    admin: c.admin,
+    limits: c.limits,
+    retry: [c.retryBufferBytes, c.maxAttempts, c.idempotentMethods, c.retryThrottle],
+    queueTimeoutMs: c.queueTimeoutMs,
+    exposeBackend: c.exposeBackend,
+    backend: c.backend,
+    log: c.logLevel,
+  };
+}
+
+function backendsOf(config: LbConfig): Record<string, string[]> {
+  return Object.fromEntries(
+    [...config.clusters].map(([name, c]) => [name, c.backends.map((b) => formatAddress(b.address))]),
+  );
+}
+
 export async function runLb(flags: LbFlags): Promise<void> {
-  const config = loadLbConfig(flags);
+  let config = loadLbConfig(flags);
   const log = createLogger({ level: config.logLevel, name: "roster-lb" });
   const metrics = createProxyMetrics();
   const lb = await startLb({
     listen: config.listen,
-    backends: config.backends,
-    policy: config.policy,
+    clusters: clusterOptions(config),
+    routing: config.routing,
     forward: {
       retryBufferBytes: config.retryBufferBytes,
       maxAttempts: config.maxAttempts,
       queueTimeoutMs: config.queueTimeoutMs,
       exposeBackend: config.exposeBackend,
       isIdempotent: idempotentMatcher(config.idempotentMethods),
-      ...(config.classifier !== undefined ? { classify: createClassifier(config.classifier) } : {}),
     },
-    ...(config.orca !== undefined ? { orca: config.orca } : {}),
     retryThrottle: config.retryThrottle,
     limits: config.limits,
     connection: config.backend,
-    healthCheck: config.healthCheck,
-    outlierDetection: config.outlierDetection,
     ...withHealthLogging(lbHooks(log, metrics), log),
   });
-  const admin = await observeLb(lb, metrics, log, config.admin, () => ({
-    policy: config.policy.name,
-    ...(config.classifier !== undefined ? { classifier: config.classifier } : {}),
-  }));
+  const clusterInfo = (name: string) => {
+    const c = config.clusters.get(name);
+    return c === undefined
+      ? {}
+      : { policy: c.policy.name, ...(c.classifier !== undefined ? { classifier: c.classifier } : {}) };
+  };
+  const admin = await observeLb(
+    lb,
+    metrics,
+    log,
+    config.admin,
+    () => clusterInfo(lb.channel.name),
+    clusterInfo,
+  );
   log.info(
     {
       listen: lb.server.address,
       admin: admin?.address,
-      policy: config.policy.name,
-      backends: config.backends.map((b) => formatAddress(b.address)),
+      policy: config.clusters.get(lb.channel.name)?.policy.name,
+      backends: config.clusters.get(lb.channel.name)?.backends.map((b) => formatAddress(b.address)),
+      ...(config.clusters.size > 1 || config.routing.routes.length > 0
+        ? { clusters: backendsOf(config), routes: config.routing.routes.map(describeRoute) }
+        : {}),
     },
     `roster lb listening on ${lb.server.address}`,
   );
 
-  // Live reload of the backend list: SIGHUP, or the config file changing. A bad file keeps the old config.
+  // Live reload of clusters and routes: SIGHUP, or the config file changing. A bad file keeps the old config.
   const reload = (why: string) => {
     if (flags.config === undefined) {
       log.info(`${why}: no config file to re-read`);
@@ -134,15 +196,27 @@ export async function runLb(flags: LbFlags): Promise<void> {
     }
     try {
       const next = loadLbConfig(flags);
-      lb.setBackends(next.backends);
-      const live = lb.channel.reconfigurePolicy(next.policy.name, next.policyOptions);
+      const report = lb.reconfigure({ clusters: clusterOptions(next), routing: next.routing });
+      const before = restartOnly(config);
+      const after = restartOnly(next);
+      const needRestart = Object.keys(after).filter(
+        (k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]),
+      );
+      config = next;
       log.info(
         {
-          backends: next.backends.map((b) => b.key),
-          policySettings: live ? "applied" : "unchanged (restart to change)",
+          clusters: backendsOf(next),
+          routes: next.routing.routes.map(describeRoute),
+          ...(next.routing.defaultCluster !== undefined
+            ? { defaultCluster: next.routing.defaultCluster }
+            : { noRoute: next.routing.noRoute }),
+          ...report,
+          ...(needRestart.length > 0 ? { restartNeeded: needRestart } : {}),
         },
         `${why}: config reloaded`,
       );
+      if (needRestart.length > 0)
+        log.warn(`${why}: ${needRestart.join(", ")} changed; that applies after a restart`);
     } catch (err) {
       log.error({ error: (err as Error).message }, `${why}: config rejected, keeping the previous one`);
     }

@@ -3,6 +3,7 @@ import { type AdminServer, startAdminServer } from "../observe/admin.ts";
 import type { Logger } from "../observe/log.ts";
 import type { ProxyMetrics } from "../observe/metrics.ts";
 import type { Lb, LbOptions } from "../proxy/lb.ts";
+import { describeRoute } from "../proxy/routes.ts";
 
 /** What `roster lb` and `roster serve` both hang on the data path: metrics and log lines. */
 export type LbHooks = Pick<
@@ -11,6 +12,7 @@ export type LbHooks = Pick<
 >;
 
 export function lbHooks(log: Logger, metrics: ProxyMetrics): LbHooks {
+  /** `cluster backend` keys whose failure was logged as a warning. */
   const failing = new Set<string>();
   return {
     onCallEnd: (cluster, backend, code, ms, className) => {
@@ -22,39 +24,46 @@ export function lbHooks(log: Logger, metrics: ProxyMetrics): LbHooks {
       metrics.retried(cluster, backend.key);
       log.debug({ cluster, backend: backend.key, reason }, "retrying call on another backend");
     },
-    onChannelEvent: (event) => {
+    onChannelEvent: (event, cluster) => {
+      // One-cluster setups log as they always have; other clusters' lines start with their name.
+      const where = cluster === "default" ? "" : `cluster ${cluster}: `;
       switch (event.kind) {
         case "backend-state": {
           // Reconnect attempts to a dead backend repeat connecting/transient-failure: log the first
           // failure after readiness as a warning, the repeats at debug.
           const { key, state } = event;
+          const id = `${cluster} ${key}`;
           const fields = {
+            cluster,
             backend: key,
             state: state.kind,
             ...(state.kind === "transient-failure" ? { error: state.error } : {}),
           };
           if (state.kind === "ready") {
-            failing.delete(key);
-            log.info(fields, `backend ${key} is ready`);
-          } else if (state.kind === "transient-failure" && !failing.has(key)) {
-            failing.add(key);
-            log.warn(fields, `backend ${key} failed: ${state.error}`);
-          } else log.debug(fields, `backend ${key} is ${state.kind}`);
+            failing.delete(id);
+            log.info(fields, `${where}backend ${key} is ready`);
+          } else if (state.kind === "transient-failure" && !failing.has(id)) {
+            failing.add(id);
+            log.warn(fields, `${where}backend ${key} failed: ${state.error}`);
+          } else log.debug(fields, `${where}backend ${key} is ${state.kind}`);
           break;
         }
         case "discovery-error":
-          log.warn({ error: event.error }, "discovery failed; retrying");
+          log.warn({ cluster, error: event.error }, `${where}discovery failed; retrying`);
           break;
         case "backend-orca-problem":
-          log.warn({ backend: event.key, detail: event.detail }, `backend ${event.key}: ${event.detail}`);
+          log.warn(
+            { cluster, backend: event.key, detail: event.detail },
+            `${where}backend ${event.key}: ${event.detail}`,
+          );
           break;
         case "backend-added":
-          log.info({ backend: event.key }, "backend added");
+          log.info({ cluster, backend: event.key }, `${where}backend added`);
           break;
         case "backend-removed":
-          failing.delete(event.key);
-          metrics.forgetBackend("default", event.key);
-          log.info({ backend: event.key }, "backend removed");
+          failing.delete(`${cluster} ${event.key}`);
+          metrics.forgetBackend(cluster, event.key);
+          log.info({ cluster, backend: event.key }, `${where}backend removed`);
           break;
       }
     },
@@ -63,19 +72,27 @@ export function lbHooks(log: Logger, metrics: ProxyMetrics): LbHooks {
   };
 }
 
-/** Feeds the in-flight gauges from the channel and starts the admin server when asked. */
+/**
+ * Feeds the in-flight gauges from every cluster's channel and starts the admin server when asked.
+ * /status: `backends` and `balancer` of the cluster "default" (or the only one), as always; with
+ * several clusters or any route also `clusters` (each one's backends, balancer and `clusterInfo`) and
+ * `routing`.
+ */
 export async function observeLb(
   lb: Lb,
   metrics: ProxyMetrics,
   log: Logger,
   admin: Address | undefined,
   status: () => Record<string, unknown>,
+  clusterInfo: (name: string) => Record<string, unknown> = () => ({}),
 ): Promise<AdminServer | undefined> {
-  metrics.setInFlightSource(() =>
-    lb.channel
-      .status()
-      .map((b) => ({ cluster: lb.channel.name, backend: b.key, inFlight: b.inFlight, state: b.state })),
-  );
+  metrics.setInFlightSource(() => {
+    const out = [];
+    for (const [cluster, channel] of lb.clusters())
+      for (const b of channel.status())
+        out.push({ cluster, backend: b.key, inFlight: b.inFlight, state: b.state });
+    return out;
+  });
   if (admin === undefined) return undefined;
   return startAdminServer({
     host: admin.kind === "tcp" ? admin.host : "127.0.0.1",
@@ -83,11 +100,36 @@ export async function observeLb(
     metrics,
     status: () => {
       const balancer = lb.channel.policyStatus();
+      const clusters = lb.clusters();
+      const routing = lb.routing();
       return {
         listeners: [{ address: lb.server.address, connections: lb.server.connections() }],
         ...status(),
         backends: lb.channel.status(),
         ...(balancer !== undefined ? { balancer } : {}),
+        ...(clusters.size > 1 || routing.routes.length > 0
+          ? {
+              clusters: Object.fromEntries(
+                [...clusters].map(([name, channel]) => {
+                  const b = channel.policyStatus();
+                  return [
+                    name,
+                    {
+                      ...clusterInfo(name),
+                      backends: channel.status(),
+                      ...(b !== undefined ? { balancer: b } : {}),
+                    },
+                  ];
+                }),
+              ),
+              routing: {
+                routes: routing.routes.map((r) => ({ ...r, description: describeRoute(r) })),
+                ...(routing.defaultCluster !== undefined
+                  ? { defaultCluster: routing.defaultCluster }
+                  : { noRoute: routing.noRoute }),
+              },
+            }
+          : {}),
       };
     },
     log,

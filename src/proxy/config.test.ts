@@ -6,14 +6,19 @@ import { parseLbConfigText, resolveLbConfig } from "./config.ts";
 const registry = createDefaultRegistry();
 const load = (yaml: string) =>
   resolveLbConfig(parseLbConfigText(yaml, "roster.yaml"), registry, "roster.yaml");
+/** The cluster "default": the top-level backends and their settings. */
+const main = (yaml: string) => load(yaml).clusters.get("default")!;
 
 describe("roster lb config", () => {
   it("fills defaults around the required backends", () => {
     const c = load("backends: [127.0.0.1:7001, unix:/tmp/w.sock]\n");
-    assert.equal(c.policy.name, "least_request");
+    assert.deepEqual([...c.clusters.keys()], ["default"]);
+    assert.deepEqual(c.routing, { routes: [], defaultCluster: "default", noRoute: "unimplemented" });
+    const d = c.clusters.get("default")!;
+    assert.equal(d.policy.name, "least_request");
     assert.deepEqual(c.listen, { kind: "tcp", host: "127.0.0.1", port: 50051 });
     assert.deepEqual(
-      c.backends.map((b) => b.key),
+      d.backends.map((b) => b.key),
       ["127.0.0.1:7001", "unix:/tmp/w.sock"],
     );
     assert.equal(c.retryBufferBytes, 262144);
@@ -22,7 +27,7 @@ describe("roster lb config", () => {
   });
 
   it("takes a policy with options and weighted backends", () => {
-    const c = load(
+    const c = main(
       "policy: { name: least_request, choiceCount: 3 }\nbackends:\n  - { address: 10.0.0.1:1, weight: 2 }\n",
     );
     assert.equal(c.policy.name, "least_request");
@@ -30,10 +35,10 @@ describe("roster lb config", () => {
   });
 
   it("takes a classifier and the orca switch for the resume policy", () => {
-    const c = load("backends: [x:1]\npolicy: resume\nclassifier: { header: X-Tenant }\norca: true\n");
+    const c = main("backends: [x:1]\npolicy: resume\nclassifier: { header: X-Tenant }\norca: true\n");
     assert.deepEqual(c.classifier, { header: "x-tenant" });
     assert.equal(c.orca, true);
-    assert.equal(load("backends: [x:1]\n").classifier, undefined);
+    assert.equal(main("backends: [x:1]\n").classifier, undefined);
     assert.throws(
       () => load("backends: [x:1]\nclassifier: { regex: '^x', from: method }\n"),
       /roster\.yaml: classifier\.regex: needs a named group/,
@@ -57,5 +62,122 @@ describe("roster lb config", () => {
       ["backends: [x:1\n", /roster\.yaml: is not valid YAML/],
     ];
     for (const [yaml, re] of cases) assert.throws(() => load(yaml), re, yaml);
+  });
+});
+
+describe("roster lb clusters and routes", () => {
+  const twoClusters = [
+    "backends: [127.0.0.1:7001]",
+    "clusters:",
+    "  alpha:",
+    "    backends: [127.0.0.1:7101, 127.0.0.1:7102]",
+    "    policy: round_robin",
+    "    healthCheck: {}",
+    "  beta:",
+    "    backends: [127.0.0.1:7201]",
+    "    classifier: { header: x-tenant }",
+    "routes:",
+    "  - match: { header: x-upstream }",
+    "    clusterFromHeader: true",
+    "  - match: { service: pkg.Billing, methodPrefix: /pkg.Billing/Get }",
+    "    cluster: beta",
+    "",
+  ].join("\n");
+
+  it("keeps the top-level backends as the cluster default beside the named clusters", () => {
+    const c = load(twoClusters);
+    assert.deepEqual([...c.clusters.keys()], ["default", "alpha", "beta"]);
+    const alpha = c.clusters.get("alpha")!;
+    assert.equal(alpha.policy.name, "round_robin");
+    assert.deepEqual(alpha.healthCheck, { service: "", intervalMs: 1000, timeoutMs: 1000 });
+    assert.equal(alpha.backends.length, 2);
+    assert.equal(c.clusters.get("beta")!.policy.name, "least_request");
+    assert.deepEqual(c.clusters.get("beta")!.classifier, { header: "x-tenant" });
+    assert.equal(c.clusters.get("default")!.healthCheck, undefined);
+    assert.deepEqual(c.routing.routes, [
+      { match: { header: { name: "x-upstream", present: true } }, clusterFromHeader: true },
+      { match: { service: "pkg.Billing", methodPrefix: "/pkg.Billing/Get" }, cluster: "beta" },
+    ]);
+    assert.equal(c.routing.defaultCluster, "default");
+  });
+
+  it("has no default cluster without top-level backends, and answers calls no route takes as configured", () => {
+    const c = load("clusters:\n  a: { backends: [x:1] }\nnoRoute: unavailable\n");
+    assert.deepEqual([...c.clusters.keys()], ["a"]);
+    assert.equal(c.routing.defaultCluster, undefined);
+    assert.equal(c.routing.noRoute, "unavailable");
+    assert.equal(
+      load("clusters:\n  a: { backends: [x:1] }\ndefaultCluster: a\n").routing.defaultCluster,
+      "a",
+    );
+    // A cluster named default may stand in for the top-level backends.
+    assert.equal(load("clusters:\n  default: { backends: [x:1] }\n").routing.defaultCluster, "default");
+  });
+
+  it("names the file and the field of every cluster and route error", () => {
+    const cases: Array<[string, RegExp]> = [
+      [
+        "backends: [x:1]\nroutes:\n  - { match: {}, cluster: default }\n  - { match: {}, cluster: default }\n  - { match: { service: a.B }, cluster: billing }\n",
+        /^roster\.yaml: routes\[2\]\.cluster: unknown cluster "billing"; clusters: default$/,
+      ],
+      [
+        "backends: [x:1]\nroutes: [{ match: { header: x-upstream, regex: '[' }, cluster: default }]\n",
+        /^roster\.yaml: routes\[0\]\.match\.regex: is not a valid regular expression/,
+      ],
+      [
+        "backends: [x:1]\nroutes: [{ match: { hedaer: x }, cluster: default }]\n",
+        /^roster\.yaml: routes\[0\]\.match: unknown setting "hedaer"$/,
+      ],
+      ["backends: [x:1]\nroutes: [{ cluster: default }]\n", /^roster\.yaml: routes\[0\]\.match: /],
+      [
+        "clusters:\n  billing: { backends: [] }\n",
+        /^roster\.yaml: clusters\.billing\.backends: at least one backend is needed$/,
+      ],
+      ["clusters:\n  billing: {}\n", /^roster\.yaml: clusters\.billing\.backends: /],
+      [
+        "clusters:\n  billing: { backends: [a:1, b:2, a:1] }\n",
+        /^roster\.yaml: clusters\.billing\.backends\[2\]: a:1 is listed twice$/,
+      ],
+      [
+        "clusters:\n  billing: { backends: [a:1], policy: { name: least_request, choiceCount: 1 } }\n",
+        /^roster\.yaml: clusters\.billing\.policy\.choiceCount: must be at least 2/,
+      ],
+      [
+        "clusters:\n  billing: { backends: [a:1], outlierDetection: { intervalMs: 0 } }\n",
+        /^roster\.yaml: clusters\.billing\.outlierDetection\.intervalMs: /,
+      ],
+      [
+        "clusters:\n  billing: { backends: [a:1], classifier: { header: 'x y' } }\n",
+        /^roster\.yaml: clusters\.billing\.classifier\.header: /,
+      ],
+      [
+        "clusters:\n  billing: { backends: [a:1], listen: a:1 }\n",
+        /^roster\.yaml: clusters\.billing: unknown setting "listen"$/,
+      ],
+      [
+        "clusters:\n  bil ling: { backends: [a:1] }\n",
+        /^roster\.yaml: clusters\.bil ling: a cluster name is letters/,
+      ],
+      [
+        "backends: [x:1]\nclusters:\n  default: { backends: [a:1] }\n",
+        /^roster\.yaml: clusters\.default: the top-level backends are the cluster "default" already/,
+      ],
+      [
+        "policy: round_robin\nclusters:\n  a: { backends: [a:1] }\n",
+        /^roster\.yaml: policy: belongs to the top-level backends \(the cluster "default"\), which are not set/,
+      ],
+      [
+        "clusters:\n  a: { backends: [a:1] }\ndefaultCluster: b\n",
+        /^roster\.yaml: defaultCluster: unknown cluster "b"/,
+      ],
+      ["clusters:\n  a: { backends: [a:1] }\nnoRoute: 404\n", /^roster\.yaml: noRoute: /],
+      ["clusters: {}\n", /^roster\.yaml: backends: at least one backend is needed$/],
+    ];
+    for (const [yaml, re] of cases)
+      assert.throws(
+        () => load(yaml),
+        (err: Error) => re.test(err.message),
+        yaml,
+      );
   });
 });

@@ -7,6 +7,7 @@ import { type OutlierDetectionConfig, parseOutlierConfig } from "../core/health/
 import { parseRetryThrottleConfig, type RetryThrottleConfig } from "../core/retry-throttle.ts";
 import { defaultHealthCheck } from "../health/grpc-health.ts";
 import { type ClassifierConfig, parseClassifierConfig } from "./classify.ts";
+import { CLUSTER_NAME, DEFAULT_CLUSTER, parseRouting, type RoutingConfig } from "./routes.ts";
 import { defaultFrontLimits, type FrontLimits } from "./server.ts";
 
 /**
@@ -22,6 +23,35 @@ const backendSchema = z.union([
 ]);
 
 const policySchema = z.union([z.string().min(1), z.looseObject({ name: z.string().min(1) })]);
+
+const healthCheckSchema = z.strictObject({
+  service: z.string().optional(),
+  intervalMs: positiveInt.optional(),
+  timeoutMs: positiveInt.optional(),
+});
+
+/** A named cluster: the per-cluster subset of the top-level settings. */
+const clusterSchema = z.strictObject({
+  backends: z.array(backendSchema),
+  policy: policySchema.optional(),
+  healthCheck: healthCheckSchema.optional(),
+  outlierDetection: z.unknown().optional(),
+  classifier: z.unknown().optional(),
+  orca: z.boolean().optional(),
+});
+
+const routeSchema = z.strictObject({
+  match: z.strictObject({
+    service: z.string().optional(),
+    methodPrefix: z.string().optional(),
+    header: z.string().optional(),
+    exact: z.string().optional(),
+    prefix: z.string().optional(),
+    regex: z.string().optional(),
+  }),
+  cluster: z.string().optional(),
+  clusterFromHeader: z.boolean().optional(),
+});
 
 export const lbConfigSchema = z.strictObject({
   listen: addressText.optional(),
@@ -60,19 +90,19 @@ export const lbConfigSchema = z.strictObject({
       maxSessions: z.number().int().min(1).max(64).optional(),
     })
     .optional(),
-  healthCheck: z
-    .strictObject({
-      service: z.string().optional(),
-      intervalMs: positiveInt.optional(),
-      timeoutMs: positiveInt.optional(),
-    })
-    .optional(),
+  healthCheck: healthCheckSchema.optional(),
   /** Checked field by field by parseOutlierConfig (gRFC A50 names). */
   outlierDetection: z.unknown().optional(),
   /** Checked by parseClassifierConfig: { header } | { authority: true } | { method: true } | { regex, from }. */
   classifier: z.unknown().optional(),
-  /** Read ORCA out-of-band reports from the backends (default: when the policy is resume). */
+  /** Read ORCA out-of-band reports from the backends (default: when the policy asks for them). */
   orca: z.boolean().optional(),
+  /** Named clusters beside the top-level one ("default"); names checked in resolveLbConfig. */
+  clusters: z.record(z.string(), clusterSchema).optional(),
+  /** Checked against the cluster names by parseRouting (routes.ts). */
+  routes: z.array(routeSchema).optional(),
+  defaultCluster: z.string().min(1).optional(),
+  noRoute: z.enum(["unimplemented", "unavailable"]).optional(),
   log: z
     .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]) })
     .optional(),
@@ -80,14 +110,34 @@ export const lbConfigSchema = z.strictObject({
 
 export type RawLbConfig = z.infer<typeof lbConfigSchema>;
 
-/** A validated configuration, ready to start from. */
-export interface LbConfig {
-  listen: Address;
-  admin: Address | undefined;
+/** One validated cluster: its backends and the settings that belong to it. */
+export interface ClusterConfig {
+  name: string;
   policy: PolicySpec;
   /** The policy's settings as written (validated by `policy`), for live changes. */
   policyOptions: Record<string, unknown>;
   backends: Endpoint[];
+  /** Active grpc.health.v1 checks; undefined when off (the default). */
+  healthCheck: { service: string; intervalMs: number; timeoutMs: number } | undefined;
+  /** Passive outlier ejection (gRFC A50); undefined when off (the default). */
+  outlierDetection: OutlierDetectionConfig | undefined;
+  /** The request classifier (resume policy); undefined: none, x-roster-class passes untouched. */
+  classifier: ClassifierConfig | undefined;
+  /** ORCA reports on/off; undefined: on when the policy reads load reports. */
+  orca: boolean | undefined;
+}
+
+/** A validated configuration, ready to start from. */
+export interface LbConfig {
+  listen: Address;
+  admin: Address | undefined;
+  /**
+   * Every cluster by name: "default" from the top-level `backends`, `policy`, `healthCheck`…, when
+   * `backends` is set; then those under `clusters:`, in file order.
+   */
+  clusters: Map<string, ClusterConfig>;
+  /** Which cluster each call goes to (routes.ts). */
+  routing: RoutingConfig;
   limits: FrontLimits;
   retryBufferBytes: number;
   maxAttempts: number;
@@ -97,14 +147,6 @@ export interface LbConfig {
   queueTimeoutMs: number;
   exposeBackend: boolean;
   backend: { keepaliveMs: number; keepaliveTimeoutMs: number; connectTimeoutMs: number; maxSessions: number };
-  /** Active grpc.health.v1 checks; undefined when off (the default). */
-  healthCheck: { service: string; intervalMs: number; timeoutMs: number } | undefined;
-  /** Passive outlier ejection (gRFC A50); undefined when off (the default). */
-  outlierDetection: OutlierDetectionConfig | undefined;
-  /** The request classifier (resume policy); undefined: none, x-roster-class passes untouched. */
-  classifier: ClassifierConfig | undefined;
-  /** ORCA reports on/off; undefined: on when the policy is resume. */
-  orca: boolean | undefined;
   logLevel: string;
 }
 
@@ -144,26 +186,39 @@ export function validateRaw(raw: unknown, where: string): RawLbConfig {
  */
 export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, where: string): LbConfig {
   const at = (field: string) => `${where}: ${field}`;
-  const policyRaw = raw.policy ?? "least_request";
-  const policyName = typeof policyRaw === "string" ? policyRaw : policyRaw.name;
-  const { name: _name, ...policyOptions } = typeof policyRaw === "string" ? { name: policyRaw } : policyRaw;
-  const backends = (raw.backends ?? []).map((b, i) => {
-    const text = typeof b === "string" ? b : b.address;
-    const weight = typeof b === "string" ? 1 : (b.weight ?? 1);
-    return staticEndpoint(parseAddress(text, at(`backends[${i}]`)), weight);
-  });
-  const seen = new Set<string>();
-  for (const [i, b] of backends.entries()) {
-    if (seen.has(b.key)) throw new ConfigError(at(`backends[${i}]`), `${b.key} is listed twice`);
-    seen.add(b.key);
+  const clusters = new Map<string, ClusterConfig>();
+  if (raw.backends !== undefined || raw.clusters === undefined) {
+    clusters.set(
+      DEFAULT_CLUSTER,
+      resolveCluster(DEFAULT_CLUSTER, { ...raw, backends: raw.backends ?? [] }, registry, at, ""),
+    );
+  } else {
+    // Without top-level backends there is no cluster "default" for these settings to belong to.
+    for (const field of ["policy", "healthCheck", "outlierDetection", "classifier", "orca"] as const) {
+      if (raw[field] !== undefined)
+        throw new ConfigError(
+          at(field),
+          `belongs to the top-level backends (the cluster "default"), which are not set; put it under clusters.NAME`,
+        );
+    }
   }
-  if (backends.length === 0) throw new ConfigError(at("backends"), "at least one backend is needed");
+  for (const [name, c] of Object.entries(raw.clusters ?? {})) {
+    if (!CLUSTER_NAME.test(name))
+      throw new ConfigError(at(`clusters.${name}`), "a cluster name is letters, digits, - _ and .");
+    if (clusters.has(name))
+      throw new ConfigError(
+        at(`clusters.${name}`),
+        `the top-level backends are the cluster "${name}" already; rename this cluster or move them into it`,
+      );
+    clusters.set(name, resolveCluster(name, c, registry, at, `clusters.${name}.`));
+  }
+  if (clusters.size === 0) throw new ConfigError(at("backends"), "at least one backend is needed");
+  const routing = parseRouting(raw, new Set(clusters.keys()), where);
   return {
     listen: parseAddress(raw.listen ?? defaultListen, at("listen")),
     admin: raw.admin === undefined ? undefined : parseAddress(raw.admin, at("admin")),
-    policy: registry.resolve(policyName, policyOptions, at("policy")),
-    policyOptions,
-    backends,
+    clusters,
+    routing,
     limits: { ...defaultFrontLimits, ...raw.limits },
     retryBufferBytes: raw.retry?.bufferBytes ?? 256 * 1024,
     maxAttempts: raw.retry?.maxAttempts ?? 5,
@@ -180,14 +235,47 @@ export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, wh
       connectTimeoutMs: raw.backend?.connectTimeoutMs ?? 5000,
       maxSessions: raw.backend?.maxSessions ?? 8,
     },
+    logLevel: raw.log?.level ?? "info",
+  };
+}
+
+type RawCluster = z.infer<typeof clusterSchema>;
+
+/** One cluster's settings; `prefix` roots its field names ("" for the top level, "clusters.NAME."). */
+function resolveCluster(
+  name: string,
+  raw: RawCluster,
+  registry: BalancerRegistry,
+  at: (field: string) => string,
+  prefix: string,
+): ClusterConfig {
+  const f = (field: string) => at(prefix + field);
+  const policyRaw = raw.policy ?? "least_request";
+  const policyName = typeof policyRaw === "string" ? policyRaw : policyRaw.name;
+  const { name: _name, ...policyOptions } = typeof policyRaw === "string" ? { name: policyRaw } : policyRaw;
+  const backends = raw.backends.map((b, i) => {
+    const text = typeof b === "string" ? b : b.address;
+    const weight = typeof b === "string" ? 1 : (b.weight ?? 1);
+    return staticEndpoint(parseAddress(text, f(`backends[${i}]`)), weight);
+  });
+  const seen = new Set<string>();
+  for (const [i, b] of backends.entries()) {
+    if (seen.has(b.key)) throw new ConfigError(f(`backends[${i}]`), `${b.key} is listed twice`);
+    seen.add(b.key);
+  }
+  if (backends.length === 0) throw new ConfigError(f("backends"), "at least one backend is needed");
+  return {
+    name,
+    policy: registry.resolve(policyName, policyOptions, f("policy")),
+    policyOptions,
+    backends,
     healthCheck: raw.healthCheck === undefined ? undefined : { ...defaultHealthCheck, ...raw.healthCheck },
     outlierDetection:
       raw.outlierDetection === undefined
         ? undefined
-        : parseOutlierConfig(raw.outlierDetection, at("outlierDetection")),
+        : parseOutlierConfig(raw.outlierDetection, f("outlierDetection")),
     classifier:
-      raw.classifier === undefined ? undefined : parseClassifierConfig(raw.classifier, at("classifier")),
+      raw.classifier === undefined ? undefined : parseClassifierConfig(raw.classifier, f("classifier")),
     orca: raw.orca,
-    logLevel: raw.log?.level ?? "info",
   };
 }

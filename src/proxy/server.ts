@@ -5,6 +5,7 @@ import { type Address, formatAddress } from "../core/endpoint.ts";
 import { Status } from "../core/status.ts";
 import { type ForwardOptions, forwardCall } from "./forward.ts";
 import { encodeGrpcMessage, trailersOnly } from "./grpc-response.ts";
+import type { RouteResult } from "./routes.ts";
 
 /** Limits of the front (client-facing) HTTP/2 connections. */
 export interface FrontLimits {
@@ -32,10 +33,22 @@ export const defaultFrontLimits: FrontLimits = {
   maxConnectionAgeGraceMs: 30_000,
 };
 
-export interface ProxyServerOptions {
-  readonly listen: Address;
+/** Where a call goes: its cluster's channel and that cluster's forward settings. */
+export interface CallTarget {
   readonly channel: Channel;
   readonly forward: ForwardOptions;
+}
+
+export interface ProxyServerOptions {
+  readonly listen: Address;
+  /**
+   * The cluster of each call (routes.ts), asked once per stream with its `:path` and headers;
+   * synchronous, never throws. The owner may swap the route table behind it at any time (config
+   * reload): a stream keeps the target it was given. `none` is answered trailers-only with its status.
+   */
+  readonly route: (path: string, headers: http2.IncomingHttpHeaders) => RouteResult<CallTarget>;
+  /** A call no route took was answered with `code`. */
+  readonly onNoRoute?: (code: number) => void;
   readonly limits?: Partial<FrontLimits>;
   readonly onConnection?: (delta: 1 | -1) => void;
   /** Something worth a log line happened at the front (rejected request, protocol error). */
@@ -139,7 +152,15 @@ export async function startProxyServer(o: ProxyServerOptions): Promise<ProxyServ
         o.onFrontEvent?.("rejected a request with oversized headers", { bytes: size });
         return;
       }
-      forwardCall(stream, headers, o.channel, o.forward);
+      const path = headers[":path"];
+      const routed = o.route(typeof path === "string" ? path : "", headers);
+      if (routed.kind === "none") {
+        stream.on("error", () => {});
+        stream.respond(trailersOnly({ code: routed.code, message: routed.message }), { endStream: true });
+        o.onNoRoute?.(routed.code);
+        return;
+      }
+      forwardCall(stream, headers, routed.target.channel, routed.target.forward);
     },
   );
 

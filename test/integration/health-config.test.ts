@@ -5,8 +5,13 @@ import { describe, test } from "node:test";
 import { createDefaultRegistry } from "../../src/core/policies/registry.ts";
 import { parseLbConfigText, resolveLbConfig } from "../../src/proxy/config.ts";
 
+/** The settings of the cluster "default" (the top-level backends). */
 const load = (yaml: string) =>
-  resolveLbConfig(parseLbConfigText(yaml, "roster.yaml"), createDefaultRegistry(), "roster.yaml");
+  resolveLbConfig(
+    parseLbConfigText(yaml, "roster.yaml"),
+    createDefaultRegistry(),
+    "roster.yaml",
+  ).clusters.get("default")!;
 
 describe("health settings of roster lb", () => {
   test("health checking and outlier detection are off by default", () => {
