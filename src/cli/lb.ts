@@ -4,15 +4,15 @@ import { ConfigError } from "../core/errors.ts";
 import { createDefaultRegistry } from "../core/policies/registry.ts";
 import { createLogger, type Logger } from "../observe/log.ts";
 import { createProxyMetrics } from "../observe/metrics.ts";
-import { createClassifier } from "../proxy/classify.ts";
 import {
   type LbConfig,
+  lbClusters,
   parseLbConfigText,
   type RawLbConfig,
   resolveLbConfig,
   validateRaw,
 } from "../proxy/config.ts";
-import { type ClusterOptions, startLb } from "../proxy/lb.ts";
+import { startLb } from "../proxy/lb.ts";
 import { describeRoute } from "../proxy/routes.ts";
 import { type LbHooks, lbHooks, observeLb } from "./wiring.ts";
 
@@ -103,24 +103,6 @@ function withHealthLogging(hooks: LbHooks, log: Logger): LbHooks {
   };
 }
 
-/** What startLb and reconfigure take, from a validated config. */
-function clusterOptions(config: LbConfig): Map<string, ClusterOptions> {
-  return new Map(
-    [...config.clusters].map(([name, c]): [string, ClusterOptions] => [
-      name,
-      {
-        backends: c.backends,
-        policy: c.policy,
-        policyOptions: c.policyOptions,
-        ...(c.healthCheck !== undefined ? { healthCheck: c.healthCheck } : {}),
-        ...(c.outlierDetection !== undefined ? { outlierDetection: c.outlierDetection } : {}),
-        ...(c.orca !== undefined ? { orca: c.orca } : {}),
-        ...(c.classifier !== undefined ? { classify: createClassifier(c.classifier) } : {}),
-      },
-    ]),
-  );
-}
-
 /** Settings read once at start; a reload that changes them says they need a restart. */
 function restartOnly(c: LbConfig): Record<string, unknown> {
   return {
@@ -147,8 +129,7 @@ export async function runLb(flags: LbFlags): Promise<void> {
   const metrics = createProxyMetrics();
   const lb = await startLb({
     listen: config.listen,
-    clusters: clusterOptions(config),
-    routing: config.routing,
+    ...lbClusters(config),
     forward: {
       retryBufferBytes: config.retryBufferBytes,
       maxAttempts: config.maxAttempts,
@@ -196,7 +177,7 @@ export async function runLb(flags: LbFlags): Promise<void> {
     }
     try {
       const next = loadLbConfig(flags);
-      const report = lb.reconfigure({ clusters: clusterOptions(next), routing: next.routing });
+      const report = lb.reconfigure(lbClusters(next));
       const before = restartOnly(config);
       const after = restartOnly(next);
       const needRestart = Object.keys(after).filter(

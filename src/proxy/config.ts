@@ -6,7 +6,8 @@ import { ConfigError } from "../core/errors.ts";
 import { type OutlierDetectionConfig, parseOutlierConfig } from "../core/health/outlier-detection.ts";
 import { parseRetryThrottleConfig, type RetryThrottleConfig } from "../core/retry-throttle.ts";
 import { defaultHealthCheck } from "../health/grpc-health.ts";
-import { type ClassifierConfig, parseClassifierConfig } from "./classify.ts";
+import { type ClassifierConfig, createClassifier, parseClassifierConfig } from "./classify.ts";
+import type { ClusterOptions, LbClusters } from "./lb.ts";
 import { CLUSTER_NAME, DEFAULT_CLUSTER, parseRouting, type RoutingConfig } from "./routes.ts";
 import { defaultFrontLimits, type FrontLimits } from "./server.ts";
 
@@ -278,4 +279,20 @@ function resolveCluster(
       raw.classifier === undefined ? undefined : parseClassifierConfig(raw.classifier, f("classifier")),
     orca: raw.orca,
   };
+}
+
+/** The clusters and routes of a validated config, as startLb and Lb.reconfigure take them. */
+export function lbClusters(config: LbConfig): LbClusters {
+  const clusters = new Map<string, ClusterOptions>();
+  for (const [name, c] of config.clusters)
+    clusters.set(name, {
+      backends: c.backends,
+      policy: c.policy,
+      policyOptions: c.policyOptions,
+      ...(c.healthCheck !== undefined ? { healthCheck: c.healthCheck } : {}),
+      ...(c.outlierDetection !== undefined ? { outlierDetection: c.outlierDetection } : {}),
+      ...(c.orca !== undefined ? { orca: c.orca } : {}),
+      ...(c.classifier !== undefined ? { classify: createClassifier(c.classifier) } : {}),
+    });
+  return { clusters, routing: config.routing };
 }

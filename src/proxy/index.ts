@@ -1,3 +1,18 @@
-export { type LbConfig, parseLbConfigText, resolveLbConfig } from "./config.ts";
-export { defaultForwardSettings, type Lb, type LbOptions, startLb } from "./lb.ts";
+export {
+  type ClusterConfig,
+  type LbConfig,
+  lbClusters,
+  parseLbConfigText,
+  resolveLbConfig,
+} from "./config.ts";
+export {
+  type ClusterOptions,
+  defaultForwardSettings,
+  type Lb,
+  type LbClusters,
+  type LbOptions,
+  type ReconfigureReport,
+  startLb,
+} from "./lb.ts";
+export { parseRouting, type RouteConfig, type RoutingConfig } from "./routes.ts";
 export { defaultFrontLimits, type FrontLimits, type ProxyServer } from "./server.ts";
