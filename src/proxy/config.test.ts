@@ -60,8 +60,52 @@ describe("roster lb config", () => {
       ["backends: [x:1]\nlistne: 1.2.3.4:5\n", /roster\.yaml: unknown setting "listne"$/],
       ["backends: [{ adress: x:1 }]\n", /roster\.yaml: backends\[0\]/],
       ["backends: [x:1\n", /roster\.yaml: is not valid YAML/],
+      [
+        "backends: [x:1]\nlimits: { keepalive: { maxPingStrikes: -1 } }\n",
+        /roster\.yaml: limits\.keepalive\.maxPingStrikes: /,
+      ],
+      [
+        "backends: [x:1]\nlimits: { keepalive: { minPingIntervalMS: 5 } }\n",
+        /roster\.yaml: limits\.keepalive: unknown setting "minPingIntervalMS"$/,
+      ],
+      [
+        "backends: [x:1]\nlimits: { maxConnectionAgeMs: 1.5 }\n",
+        /roster\.yaml: limits\.maxConnectionAgeMs: /,
+      ],
+      [
+        "backends: [x:1]\nretry: { idempotentProtos: [no-such-file.proto] }\n",
+        /roster\.yaml: retry\.idempotentProtos\[0\]: cannot load .*no-such-file\.proto/,
+      ],
     ];
     for (const [yaml, re] of cases) assert.throws(() => load(yaml), re, yaml);
+  });
+
+  it("takes front keepalive and connection age settings, each keepalive field defaulting on its own", () => {
+    const c = load(
+      "backends: [x:1]\nlimits: { maxConnectionAgeMs: 600000, maxConnectionAgeGraceMs: 5000, keepalive: { minPingIntervalMs: 300000, permitWithoutCalls: false } }\n",
+    );
+    assert.equal(c.limits.maxConnectionAgeMs, 600_000);
+    assert.equal(c.limits.maxConnectionAgeGraceMs, 5000);
+    assert.deepEqual(c.limits.keepalive, {
+      minPingIntervalMs: 300_000,
+      maxPingStrikes: 2,
+      permitWithoutCalls: false,
+      keepaliveTimeMs: 7_200_000,
+      keepaliveTimeoutMs: 20_000,
+    });
+    assert.equal(load("backends: [x:1]\n").limits.keepalive.minPingIntervalMs, 5000);
+  });
+
+  it("reads idempotent methods from .proto files (idempotency_level), beside the listed ones", () => {
+    // Relative to the config file's folder: this test's config "lives" in the repository root.
+    const yaml =
+      "backends: [x:1]\nretry: { idempotentMethods: [pkg.Svc/Do], idempotentProtos: [test/fixtures/catalog.proto] }\n";
+    const c = resolveLbConfig(parseLbConfigText(yaml, "roster.yaml"), registry, "roster.yaml");
+    assert.deepEqual(c.idempotentMethods, [
+      "/pkg.Svc/Do",
+      "/roster.test.Catalog/Get",
+      "/roster.test.Catalog/Put",
+    ]);
   });
 });
 

@@ -1,3 +1,4 @@
+import { dirname, isAbsolute, resolve as resolvePath } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import type { BalancerRegistry, PolicySpec } from "../core/balancer.ts";
@@ -7,6 +8,7 @@ import { type OutlierDetectionConfig, parseOutlierConfig } from "../core/health/
 import { parseRetryThrottleConfig, type RetryThrottleConfig } from "../core/retry-throttle.ts";
 import { defaultHealthCheck } from "../health/grpc-health.ts";
 import { type ClassifierConfig, createClassifier, parseClassifierConfig } from "./classify.ts";
+import { idempotentPathsFromProtos } from "./idempotency.ts";
 import type { ClusterOptions, LbClusters } from "./lb.ts";
 import { CLUSTER_NAME, DEFAULT_CLUSTER, parseRouting, type RoutingConfig } from "./routes.ts";
 import { defaultFrontLimits, type FrontLimits } from "./server.ts";
@@ -69,6 +71,17 @@ export const lbConfigSchema = z.strictObject({
         .min(65535)
         .max(2 ** 31 - 1)
         .optional(),
+      maxConnectionAgeMs: z.number().int().min(0).optional(),
+      maxConnectionAgeGraceMs: z.number().int().min(0).optional(),
+      keepalive: z
+        .strictObject({
+          minPingIntervalMs: z.number().int().min(0).optional(),
+          maxPingStrikes: z.number().int().min(0).optional(),
+          permitWithoutCalls: z.boolean().optional(),
+          keepaliveTimeMs: z.number().int().min(0).optional(),
+          keepaliveTimeoutMs: positiveInt.optional(),
+        })
+        .optional(),
     })
     .optional(),
   retry: z
@@ -78,6 +91,10 @@ export const lbConfigSchema = z.strictObject({
       idempotentMethods: z
         .array(z.string().regex(/^\/?[\w.]+\/(\w+|\*)$/, "must be pkg.Service/Method or pkg.Service/*"))
         .optional(),
+      /** .proto files whose methods declare `idempotency_level` IDEMPOTENT or NO_SIDE_EFFECTS. */
+      idempotentProtos: z.array(z.string().min(1)).optional(),
+      /** Import paths for those files (relative paths: from the config file's folder). */
+      protoIncludeDirs: z.array(z.string().min(1)).optional(),
       throttle: z.unknown().optional(),
     })
     .optional(),
@@ -220,13 +237,20 @@ export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, wh
     admin: raw.admin === undefined ? undefined : parseAddress(raw.admin, at("admin")),
     clusters,
     routing,
-    limits: { ...defaultFrontLimits, ...raw.limits },
+    limits: {
+      ...defaultFrontLimits,
+      ...raw.limits,
+      keepalive: { ...defaultFrontLimits.keepalive, ...raw.limits?.keepalive },
+    },
     retryBufferBytes: raw.retry?.bufferBytes ?? 256 * 1024,
     maxAttempts: raw.retry?.maxAttempts ?? 5,
-    idempotentMethods: (raw.retry?.idempotentMethods ?? []).map((m) => {
-      const path = m.startsWith("/") ? m : `/${m}`;
-      return path.endsWith("/*") ? path.slice(0, -1) : path;
-    }),
+    idempotentMethods: [
+      ...(raw.retry?.idempotentMethods ?? []).map((m) => {
+        const path = m.startsWith("/") ? m : `/${m}`;
+        return path.endsWith("/*") ? path.slice(0, -1) : path;
+      }),
+      ...idempotentFromProtos(raw.retry, where, at("retry.idempotentProtos")),
+    ],
     retryThrottle: parseRetryThrottleConfig(raw.retry?.throttle, at("retry.throttle")),
     queueTimeoutMs: raw.queueTimeoutMs ?? 10_000,
     exposeBackend: raw.exposeBackend ?? false,
@@ -238,6 +262,22 @@ export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, wh
     },
     logLevel: raw.log?.level ?? "info",
   };
+}
+
+/**
+ * Methods declared idempotent in `retry.idempotentProtos` (idempotency.ts). Relative paths are taken
+ * from the config file's folder (from the working directory for flags).
+ */
+function idempotentFromProtos(retry: RawLbConfig["retry"], where: string, field: string): string[] {
+  const files = retry?.idempotentProtos ?? [];
+  if (files.length === 0) return [];
+  const base = where === "flags" ? process.cwd() : dirname(resolvePath(where));
+  const from = (p: string) => (isAbsolute(p) ? p : resolvePath(base, p));
+  return idempotentPathsFromProtos(
+    files.map(from),
+    [base, ...(retry?.protoIncludeDirs ?? []).map(from)],
+    field,
+  );
 }
 
 type RawCluster = z.infer<typeof clusterSchema>;

@@ -3,7 +3,9 @@ import net from "node:net";
 import type { Channel } from "../channel/channel.ts";
 import { type Address, formatAddress } from "../core/endpoint.ts";
 import { Status } from "../core/status.ts";
+import { systemClock } from "../platform/system.ts";
 import { type ForwardOptions, forwardCall } from "./forward.ts";
+import { defaultFrontKeepalive, type FrontKeepalive, watchFrontKeepalive } from "./front-keepalive.ts";
 import { encodeGrpcMessage, trailersOnly } from "./grpc-response.ts";
 import type { RouteResult } from "./routes.ts";
 
@@ -23,6 +25,8 @@ export interface FrontLimits {
   readonly maxConnectionAgeMs: number;
   /** After that GOAWAY, how long open calls get before the connection is closed. */
   readonly maxConnectionAgeGraceMs: number;
+  /** Ping enforcement (strikes → GOAWAY ENHANCE_YOUR_CALM) and liveness pings (front-keepalive.ts). */
+  readonly keepalive: FrontKeepalive;
 }
 
 export const defaultFrontLimits: FrontLimits = {
@@ -31,6 +35,7 @@ export const defaultFrontLimits: FrontLimits = {
   windowSize: 16 * 1024 * 1024,
   maxConnectionAgeMs: 0,
   maxConnectionAgeGraceMs: 30_000,
+  keepalive: defaultFrontKeepalive,
 };
 
 /** Where a call goes: its cluster's channel and that cluster's forward settings. */
@@ -94,6 +99,11 @@ export async function startProxyServer(o: ProxyServerOptions): Promise<ProxyServ
   h2.on("session", (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     o.onConnection?.(1);
+    watchFrontKeepalive(session, limits.keepalive, {
+      clock: systemClock,
+      graceMs: limits.maxConnectionAgeGraceMs,
+      ...(o.onFrontEvent ? { onEvent: o.onFrontEvent } : {}),
+    });
     let ageTimer: NodeJS.Timeout | undefined;
     if (limits.maxConnectionAgeMs > 0) {
       const age = limits.maxConnectionAgeMs * (0.9 + 0.2 * Math.random());
