@@ -73,6 +73,7 @@ export const lbConfigSchema = z.strictObject({
         .optional(),
       maxConnectionAgeMs: z.number().int().min(0).optional(),
       maxConnectionAgeGraceMs: z.number().int().min(0).optional(),
+      idleTimeoutMs: z.number().int().min(0).optional(),
       keepalive: z
         .strictObject({
           minPingIntervalMs: z.number().int().min(0).optional(),

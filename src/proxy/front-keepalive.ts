@@ -97,6 +97,14 @@ export interface KeepaliveHooks {
   readonly onEvent?: (message: string, fields?: Record<string, unknown>) => void;
   /** After GOAWAY for too many pings, how long open calls get before the connection is destroyed. */
   readonly graceMs: number;
+  /**
+   * A connection with no call open and no frame read or written for this long is closed (GOAWAY, then
+   * destroyed after `graceMs`). 0: never. This is also what releases a session nghttp2 has terminated
+   * after a protocol error (e.g. a header field over its 64 KiB HPACK limit): node stops reading such
+   * a session's socket, so it never sees the client's FIN and the session would otherwise stay in
+   * CLOSE-WAIT until the balancer closes.
+   */
+  readonly idleTimeoutMs?: number;
 }
 
 /**
@@ -126,12 +134,37 @@ export function watchFrontKeepalive(
     timers.clear();
   });
 
-  if (policy.minPingIntervalMs > 0) {
-    session.on("stream", (stream: http2.ServerHttp2Stream) => {
-      openCalls++;
-      strikes.onCall();
-      stream.once("close", () => openCalls--);
+  session.on("stream", (stream: http2.ServerHttp2Stream) => {
+    openCalls++;
+    strikes.onCall();
+    stream.once("close", () => openCalls--);
+  });
+
+  const idleMs = hooks.idleTimeoutMs ?? 0;
+  if (idleMs > 0) {
+    // node's session timeout: no frame read or written for idleMs. Open calls keep the connection.
+    session.setTimeout(idleMs, () => {
+      if (closing || session.destroyed) return;
+      if (openCalls > 0) {
+        session.setTimeout(idleMs); // re-arm: a quiet long call is not an idle connection
+        return;
+      }
+      closing = true;
+      hooks.onEvent?.("client connection idle: closed", { idleTimeoutMs: idleMs });
+      try {
+        session.close();
+      } catch {
+        // already closing
+      }
+      later(hooks.graceMs, () => session.destroy());
+      // A session nghttp2 terminated never finishes closing by itself: destroy it at once.
+      later(1000, () => {
+        if (openCalls === 0) session.destroy();
+      });
     });
+  }
+
+  if (policy.minPingIntervalMs > 0) {
     session.on("ping", () => {
       if (closing || !strikes.onPing(hooks.clock.now(), openCalls)) return;
       closing = true;

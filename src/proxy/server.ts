@@ -27,6 +27,11 @@ export interface FrontLimits {
   readonly maxConnectionAgeGraceMs: number;
   /** Ping enforcement (strikes → GOAWAY ENHANCE_YOUR_CALM) and liveness pings (front-keepalive.ts). */
   readonly keepalive: FrontKeepalive;
+  /**
+   * A connection with no open call and no frame read or written for this long is closed (Envoy's
+   * `idle_timeout`, default 1 h). 0 = never.
+   */
+  readonly idleTimeoutMs: number;
 }
 
 export const defaultFrontLimits: FrontLimits = {
@@ -36,6 +41,7 @@ export const defaultFrontLimits: FrontLimits = {
   maxConnectionAgeMs: 0,
   maxConnectionAgeGraceMs: 30_000,
   keepalive: defaultFrontKeepalive,
+  idleTimeoutMs: 60 * 60 * 1000,
 };
 
 /** Where a call goes: its cluster's channel and that cluster's forward settings. */
@@ -102,6 +108,7 @@ export async function startProxyServer(o: ProxyServerOptions): Promise<ProxyServ
     watchFrontKeepalive(session, limits.keepalive, {
       clock: systemClock,
       graceMs: limits.maxConnectionAgeGraceMs,
+      idleTimeoutMs: limits.idleTimeoutMs,
       ...(o.onFrontEvent ? { onEvent: o.onFrontEvent } : {}),
     });
     let ageTimer: NodeJS.Timeout | undefined;

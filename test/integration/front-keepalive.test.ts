@@ -184,6 +184,27 @@ describe("front keepalive", () => {
     mute.destroy();
   });
 
+  it("closes a connection idle for idleTimeoutMs with GOAWAY NO_ERROR, but not one with a quiet call open", async () => {
+    const lb = await startLb({
+      listen: { kind: "tcp", host: "127.0.0.1", port: 0 },
+      backends: [staticEndpoint({ kind: "tcp", host: "127.0.0.1", port: backend.port })],
+      policy: createDefaultRegistry().resolve("round_robin", {}),
+      limits: { idleTimeoutMs: 300 },
+    });
+    lbs.push(lb);
+    const busy = await open(lb.server.port!);
+    // A call whose backend answers after 900 ms: three idle periods without a frame, but a call is open.
+    const slow = rawEcho(busy.session, 900);
+    const idle = await open(lb.server.port!);
+    assert.equal(await rawEcho(idle.session, 0), "0");
+    for (let i = 0; i < 200 && !idle.session.destroyed; i++) await sleep(10);
+    assert.equal(idle.session.destroyed, true, "the idle connection was closed");
+    assert.ok(idle.goaways.length >= 1, "a GOAWAY came first");
+    for (const g of idle.goaways) assert.equal(g.code, http2.constants.NGHTTP2_NO_ERROR);
+    assert.equal(await slow, "0", "the quiet call finished");
+    assert.deepEqual(busy.goaways, [], "no GOAWAY while the call was open");
+  });
+
   it("is on by default: defaults come from defaultFrontKeepalive", async () => {
     const lb = await startLb({
       listen: { kind: "tcp", host: "127.0.0.1", port: 0 },
