@@ -26,6 +26,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { Command } from "commander";
 import * as hdr from "hdr-histogram-js";
 import { childrenOf, clockTicksPerSecond, readCpuTimes, readProcStat } from "../serve-scaling/proc.ts";
+import type { DbStats, ToDb } from "./db.ts";
 import type { FromServer, ServerConfig, ToServer } from "./server.ts";
 
 const opts = new Command()
@@ -37,6 +38,18 @@ const opts = new Command()
   .option("--miss-ms <ms>", "simulated database load on a miss (async wait)", Number, 5)
   .option("--hit-us <us>", "CPU burnt by every call", Number, 200)
   .option("--miss-cpu-us <us>", "CPU burnt by a load besides the wait (decoding the object)", Number, 0)
+  .option(
+    "--db-capacity <k>",
+    "loads the shared database serves at once (0: no limit, every load a plain wait)",
+    Number,
+    0,
+  )
+  .option(
+    "--db-settle-calls <n>",
+    "with --warmup-calls: the warm-up runs with no database limit, --db-capacity applies this many calls before the window",
+    Number,
+    2000,
+  )
   .option("--rate <n>", "open loop: calls per second (latency from intended start)", Number)
   .option("--concurrency <n>", "closed loop: calls in flight (default when --rate is absent)", Number, 32)
   .option("--warmup <s>", "seconds of the same load before measuring", Number, 15)
@@ -70,6 +83,8 @@ const opts = new Command()
     missMs: number;
     hitUs: number;
     missCpuUs: number;
+    dbCapacity: number;
+    dbSettleCalls: number;
     rate?: number;
     concurrency: number;
     warmup: number;
@@ -88,6 +103,10 @@ const opts = new Command()
   }>();
 
 if (opts.change !== "scale" && opts.change !== "kill") throw new Error("--change: scale or kill");
+if (!(Number.isInteger(opts.dbCapacity) && opts.dbCapacity >= 0))
+  throw new Error("--db-capacity: a whole number ≥ 0 (0: no limit)");
+if (!(Number.isInteger(opts.dbSettleCalls) && opts.dbSettleCalls >= 0))
+  throw new Error("--db-settle-calls: a whole number ≥ 0");
 const cacheObjects = opts.cacheObjects ?? Math.ceil((opts.classes * opts.objectsPerClass) / opts.workers);
 const openLoop = opts.rate !== undefined;
 const CALL_DEADLINE_MS = 10_000;
@@ -120,7 +139,49 @@ interface ServerHandle {
   address: string;
   pids: number[];
   dumpDir: string;
+  db: DbHandle;
   request(m: ToServer): Promise<FromServer>;
+}
+
+interface DbHandle {
+  child: ChildProcess;
+  socket: string;
+  request(m: ToDb): Promise<DbStats>;
+}
+
+/** The shared database process (db.ts), unlimited until told its capacity. */
+async function startDb(dir: string): Promise<DbHandle> {
+  const socket = join(dir, "db.sock");
+  const child = fork(fileURLToPath(new URL("./db.ts", import.meta.url)), [socket], {
+    env: { ...process.env, AFFINITY_MISS_MS: String(opts.missMs) },
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("database did not start within 30 s")), 30_000);
+    child.once("message", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`database exited with ${code} before it was ready`));
+    });
+  });
+  return {
+    child,
+    socket,
+    request: (m) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`database: no answer to ${m.type}`)), 10_000);
+        child.once("message", (a: DbStats) => {
+          clearTimeout(timer);
+          resolve(a);
+        });
+        child.send(m);
+      }),
+  };
 }
 
 /** "resume:8" → resume with variance 8; other names as they are. */
@@ -134,6 +195,7 @@ function policyOf(label: string): { policy: string; variance: number } {
 async function startServer(label: string): Promise<ServerHandle> {
   const dumpDir = mkdtempSync(join(tmpdir(), "roster-affinity-"));
   tempDirs.add(dumpDir);
+  const db = await startDb(dumpDir);
   const { policy, variance } = policyOf(label);
   const policyConfig: Record<string, unknown> =
     policy === "ring_hash"
@@ -159,6 +221,7 @@ async function startServer(label: string): Promise<ServerHandle> {
       AFFINITY_HIT_US: String(opts.hitUs),
       AFFINITY_MISS_CPU_US: String(opts.missCpuUs),
       AFFINITY_DUMP_DIR: dumpDir,
+      AFFINITY_DB_SOCKET: db.socket,
     },
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
@@ -182,6 +245,7 @@ async function startServer(label: string): Promise<ServerHandle> {
     address: ready.address,
     pids: ready.pids,
     dumpDir,
+    db,
     request: (m) =>
       new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`no answer to ${m.type}`)), 10_000);
@@ -212,6 +276,8 @@ async function stopServer(s: ServerHandle): Promise<void> {
     }
   }
   workerPids.clear();
+  if (s.db.child.connected) s.db.child.disconnect();
+  if (s.db.child.exitCode === null && s.db.child.signalCode === null) s.db.child.kill("SIGKILL");
   rmSync(s.dumpDir, { recursive: true, force: true });
   tempDirs.delete(s.dumpDir);
 }
@@ -494,6 +560,9 @@ interface RunResult {
   workerShares: Record<string, number>;
   /** Cores during the window: our processes, other processes, steal. */
   cpu: { ours: number; other: number; steal: number };
+  /** The database during the window: loads it served per second, mean queue wait per load (ms), and
+   * the share of its capacity in use (undefined without a limit). */
+  db: { loadsPerSec: number; queueMsPerLoad: number; busy: number | undefined };
   dynamic?: DynamicResult;
 }
 
@@ -552,10 +621,24 @@ async function oneRun(policy: string): Promise<RunResult> {
     let startDump: Promise<WorkerDump[]> | undefined;
     let cpuStart: CpuSnap | undefined;
     let cpuEnd: CpuSnap | undefined;
+    let dbStart: Promise<DbStats> | undefined;
+    let dbEnd: Promise<DbStats> | undefined;
     const beginWindow = () => {
       startDump = dumpWorkers(server);
       cpuStart = cpuSnap(server);
+      dbStart = server.db.request({ type: "stats" });
     };
+    // The warm-up (by calls) runs with no database limit, so that every policy reaches the window's
+    // stream position at the same cost; the limit applies --db-settle-calls calls before the window.
+    const capacityAtCall = byCalls ? Math.max(0, windowStartCall - opts.dbSettleCalls) : 0;
+    let capacitySet: Promise<DbStats> | undefined;
+    const setCapacity = () => {
+      capacitySet ??= server.db.request({ type: "capacity", capacity: opts.dbCapacity });
+    };
+    if (capacityAtCall === 0) {
+      setCapacity();
+      await capacitySet;
+    }
     const inWindow = (e: CallEnd) =>
       windowStart !== undefined &&
       e.start < windowStart + durationMs &&
@@ -585,9 +668,13 @@ async function oneRun(policy: string): Promise<RunResult> {
           windowStartCall = -1;
           beginWindow();
         }
-        if (cpuStart !== undefined && cpuEnd === undefined && ms >= endMs()) cpuEnd = cpuSnap(server);
+        if (cpuStart !== undefined && cpuEnd === undefined && ms >= endMs()) {
+          cpuEnd = cpuSnap(server);
+          dbEnd = server.db.request({ type: "stats" });
+        }
       },
       (index, ms) => {
+        if (index === capacityAtCall) setCapacity();
         if (byCalls && index === windowStartCall) {
           windowStart = ms;
           beginWindow();
@@ -597,6 +684,11 @@ async function oneRun(policy: string): Promise<RunResult> {
       },
     );
     cpuEnd ??= cpuSnap(server);
+    dbEnd ??= server.db.request({ type: "stats" });
+    const d0 = await dbStart;
+    const d1 = await dbEnd;
+    const windowSecs = cpuStart !== undefined ? Math.max(1e-3, (cpuEnd.at - cpuStart.at) / 1000) : 1;
+    const dbServed = d0 !== undefined ? d1.served - d0.served : 0;
     const first = (await startDump) ?? [];
     const last = await dumpWorkers(server);
     // Worker counters over the window (a worker restarted meanwhile would be missing from `first`).
@@ -644,6 +736,14 @@ async function oneRun(policy: string): Promise<RunResult> {
       spreadWeighted: spreadWeighted / Math.max(1, ok),
       workerShares: Object.fromEntries([...workerCalls].map(([k, n]) => [k, n / Math.max(1, ok)])),
       cpu: cpuStart !== undefined ? cpuBetween(cpuStart, cpuEnd) : { ours: 0, other: 0, steal: 0 },
+      db: {
+        loadsPerSec: dbServed / windowSecs,
+        queueMsPerLoad: d0 !== undefined ? (d1.queuedMs - d0.queuedMs) / Math.max(1, dbServed) : 0,
+        busy:
+          opts.dbCapacity > 0 && d0 !== undefined
+            ? (d1.busyMs - d0.busyMs) / (opts.dbCapacity * windowSecs * 1000)
+            : undefined,
+      },
     };
     if (opts.dynamic > 0) result.dynamic = await dynamicPhase(server, client, next);
     return result;
@@ -805,6 +905,8 @@ function sleep(ms: number): Promise<void> {
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const x0busy = (runs: RunResult[]): number | undefined =>
+  opts.dbCapacity > 0 ? median(runs.map((x) => x.db.busy ?? 0)) : undefined;
 
 async function main(): Promise<void> {
   const policies = opts.policies.split(",");
@@ -813,13 +915,18 @@ async function main(): Promise<void> {
   const load = openLoop
     ? `${opts.rate} calls/s open loop`
     : `closed loop, ${opts.concurrency} calls in flight`;
+  const dbText =
+    opts.dbCapacity === 0
+      ? "database without a load limit"
+      : `database serving ${opts.dbCapacity} load(s) at a time (${((opts.dbCapacity * 1000) / opts.missMs).toFixed(0)} loads/s at most)` +
+        (opts.warmupCalls !== undefined ? `, from ${opts.dbSettleCalls} calls before the window` : "");
   const warm =
     opts.warmupCalls !== undefined
       ? `from call ${opts.warmupCalls} of the stream`
       : `after ${opts.warmup} s warm-up`;
   process.stderr.write(
     `${opts.workers} workers, ${opts.classes} classes Zipf ${opts.zipf} × ${opts.objectsPerClass} objects, ` +
-      `cache ${cacheObjects} objects/worker, miss ${opts.missMs} ms + ${opts.missCpuUs} µs CPU, hit ${opts.hitUs} µs CPU, ${load}, ${warm}\n`,
+      `cache ${cacheObjects} objects/worker, miss ${opts.missMs} ms + ${opts.missCpuUs} µs CPU, hit ${opts.hitUs} µs CPU, ${dbText}, ${load}, ${warm}\n`,
   );
   for (let r = 0; r < opts.runs; r++) {
     // Alternate the order between rounds so drift reaches every policy alike.
@@ -830,7 +937,8 @@ async function main(): Promise<void> {
         `run ${r + 1} ${policy}: ${res.callsPerSec.toFixed(0)} calls/s, loads/call ${res.loadsPerCall.toFixed(4)} ` +
           `(first touches ${res.firstTouchPerCall.toFixed(4)}, avoidable ${res.avoidablePerCall.toFixed(4)}), ` +
           `p50 ${res.p50.toFixed(1)} p99 ${res.p99.toFixed(1)} ms, errors ${res.errors}, spread ${res.spread.toFixed(2)}/${res.spreadWeighted.toFixed(2)}, ` +
-          `CPU ours ${res.cpu.ours.toFixed(2)} other ${res.cpu.other.toFixed(2)} steal ${res.cpu.steal.toFixed(2)} cores` +
+          `CPU ours ${res.cpu.ours.toFixed(2)} other ${res.cpu.other.toFixed(2)} steal ${res.cpu.steal.toFixed(2)} cores, ` +
+          `DB ${res.db.loadsPerSec.toFixed(0)} loads/s${res.db.busy === undefined ? "" : ` busy ${(100 * res.db.busy).toFixed(0)} %`} queue ${res.db.queueMsPerLoad.toFixed(2)} ms/load` +
           (res.dynamic
             ? res.dynamic.changes
                 .map(
@@ -863,6 +971,9 @@ async function main(): Promise<void> {
       spread: m((x) => x.spread),
       spreadWeighted: m((x) => x.spreadWeighted),
       otherCpu: m((x) => x.cpu.other),
+      dbLoadsPerSec: m((x) => x.db.loadsPerSec),
+      dbQueueMs: m((x) => x.db.queueMsPerLoad),
+      dbBusy: x0busy(runs),
       maxOtherCpu: Math.max(...runs.map((x) => x.cpu.other)),
       errors: runs.reduce((a, x) => a + x.errors + x.unsent, 0),
     };
@@ -873,19 +984,21 @@ async function main(): Promise<void> {
     base !== undefined && base > 0 ? (v / base).toFixed(digits) : "—";
   const lines = [
     `${opts.workers} workers; ${opts.classes} classes (Zipf ${opts.zipf}) × ${opts.objectsPerClass} objects; ` +
-      `LRU ${cacheObjects} objects per worker; miss = ${opts.missMs} ms wait + ${opts.missCpuUs} µs CPU, every call ${opts.hitUs} µs CPU; ` +
+      `LRU ${cacheObjects} objects per worker; miss = ${opts.missMs} ms wait + ${opts.missCpuUs} µs CPU, every call ${opts.hitUs} µs CPU; ${dbText}; ` +
       `${load}; ${opts.duration} s measured ${warm}; history ${opts.history}, max skill age ${opts.maxSkillAge ?? 10 * opts.history}; ` +
       `medians of ${opts.runs} run(s):`,
     "",
-    "| policy | DB loads / call | ÷ round_robin | (worker counters) | first touches / call | avoidable loads / call | ÷ round_robin | calls/s | × round_robin | p50 ms | p99 ms | p99 ÷ least_request | cached objects on >1 worker | copies / object | workers per class (mean / call-weighted) | other CPU cores (median / max) | errors |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| policy | DB loads / call | ÷ round_robin | (worker counters) | first touches / call | avoidable loads / call | ÷ round_robin | calls/s | × round_robin | p50 ms | p99 ms | p99 ÷ least_request | cached objects on >1 worker | copies / object | workers per class (mean / call-weighted) | DB loads/s | DB busy | DB queue ms / load | other CPU cores (median / max) | errors |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ...rows.map(
       (x) =>
         `| ${x.policy} | ${x.loadsPerCall.toFixed(4)} | ${ratio(x.loadsPerCall, rr?.loadsPerCall, 3)} | ${x.workerLoadsPerCall.toFixed(4)} | ${x.firstTouchPerCall.toFixed(4)} | ` +
         `${x.avoidablePerCall.toFixed(4)} | ${ratio(x.avoidablePerCall, rr?.avoidablePerCall, 3)} | ` +
         `${x.callsPerSec.toFixed(0)} | ${ratio(x.callsPerSec, rr?.callsPerSec)} | ${x.p50.toFixed(2)} | ${x.p99.toFixed(2)} | ` +
         `${ratio(x.p99, lr?.p99)} | ${(100 * x.overlap).toFixed(1)} % | ${x.copiesPerObject.toFixed(2)} | ` +
-        `${x.spread.toFixed(2)} / ${x.spreadWeighted.toFixed(2)} | ${x.otherCpu.toFixed(2)} / ${x.maxOtherCpu.toFixed(2)} | ${x.errors} |`,
+        `${x.spread.toFixed(2)} / ${x.spreadWeighted.toFixed(2)} | ${x.dbLoadsPerSec.toFixed(0)} | ` +
+        `${x.dbBusy === undefined ? "no limit" : `${(100 * x.dbBusy).toFixed(0)} %`} | ${x.dbQueueMs.toFixed(2)} | ` +
+        `${x.otherCpu.toFixed(2)} / ${x.maxOtherCpu.toFixed(2)} | ${x.errors} |`,
     ),
   ];
   if (opts.dynamic > 0) {
