@@ -2,12 +2,11 @@
 // joins the balancing, SIGTTOU removes one gracefully — no call fails, idempotent or not — and never
 // goes below one worker.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { afterEach, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { createDemoClient, type DemoClient } from "../support/demo-client.ts";
+import { type Running, startServe as startServeProcess } from "../support/serve-process.ts";
 
-const root = fileURLToPath(new URL("../../", import.meta.url));
 let child: ChildProcess | undefined;
 /** Every worker pid seen through /status, killed after each test in case the supervisor was killed. */
 const seenPids = new Set<number>();
@@ -24,57 +23,11 @@ afterEach(() => {
   seenPids.clear();
 });
 
-interface Running {
-  child: ChildProcess;
-  address: string;
-  admin: string;
-  log: string[];
-  exited: Promise<number | null>;
-}
-
+/** `roster serve` with `workers` workers, remembered for afterEach to kill. */
 async function startServe(workers: number): Promise<Running> {
-  const proc = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      "src/cli/main.ts",
-      "serve",
-      "examples/echo-service.ts",
-      "--workers",
-      String(workers),
-      "--listen",
-      "127.0.0.1:0",
-      "--admin",
-      "127.0.0.1:0",
-    ],
-    { cwd: root, stdio: ["ignore", "ignore", "pipe"] },
-  );
-  child = proc;
-  const log: string[] = [];
-  const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
-  const started = await new Promise<{ address: string; admin: string }>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`roster serve did not start:\n${log.join("\n")}`)),
-      30_000,
-    );
-    let buffered = "";
-    proc.stderr!.on("data", (d: Buffer) => {
-      buffered += d.toString();
-      const lines = buffered.split("\n");
-      buffered = lines.pop() ?? "";
-      for (const line of lines) {
-        log.push(line);
-        const m = /"listen":"([^"]+)","admin":"([^"]+)"/.exec(line);
-        if (m) {
-          clearTimeout(timer);
-          resolve({ address: m[1]!, admin: m[2]! });
-        }
-      }
-    });
-    void exited.then((code) => reject(new Error(`roster serve exited with ${code}:\n${log.join("\n")}`)));
-  });
-  return { child: proc, ...started, log, exited };
+  const running = await startServeProcess(workers);
+  child = running.child;
+  return running;
 }
 
 interface WorkerRow {
