@@ -16,6 +16,8 @@ import type { Clock } from "../core/clock.ts";
  * - Liveness: after `keepaliveTimeMs` without a ping from us, the front pings the client and closes the
  *   connection when no answer comes within `keepaliveTimeoutMs` — a client that vanished without a FIN
  *   (laptop lid, NAT drop) stops holding streams and memory.
+ * - Idle timeout (`KeepaliveHooks.idleTimeoutMs`, FrontLimits.idleTimeoutMs): no open call and no frame
+ *   either way for that long → GOAWAY and close.
  *
  * Defaults (docs/configuration.md): minPingIntervalMs 5 s, maxPingStrikes 2, permitWithoutCalls true,
  * keepaliveTimeMs 2 h, keepaliveTimeoutMs 20 s. gRPC servers default to 5 min and false; we are more
