@@ -11,6 +11,7 @@
 // disconnect it exits.
 import { rmSync } from "node:fs";
 import net from "node:net";
+import { loadFrame, readLoadIds } from "./load-ids.ts";
 
 export type ToDb = { type: "capacity"; capacity: number } | { type: "stats" };
 export interface DbStats {
@@ -37,7 +38,7 @@ let busyMs = 0;
 
 interface Load {
   socket: net.Socket;
-  id: Buffer;
+  id: number;
   at: number;
 }
 /** FIFO of waiting loads: an array with a moving head (no shift() per load). */
@@ -54,7 +55,7 @@ function pump(): void {
       active--;
       served++;
       busyMs += performance.now() - started;
-      if (!load.socket.destroyed) load.socket.write(load.id);
+      if (!load.socket.destroyed) load.socket.write(loadFrame(load.id));
       pump();
     }, missMs);
   }
@@ -68,15 +69,7 @@ rmSync(path, { force: true });
 const server = net.createServer((socket) => {
   socket.setNoDelay(true);
   socket.on("error", () => {});
-  let rest: Buffer = Buffer.alloc(0);
-  socket.on("data", (chunk: Buffer) => {
-    const data = rest.length === 0 ? chunk : Buffer.concat([rest, chunk]);
-    const whole = data.length - (data.length % 4);
-    const now = performance.now();
-    for (let i = 0; i < whole; i += 4) queue.push({ socket, id: data.subarray(i, i + 4), at: now });
-    rest = data.subarray(whole);
-    pump();
-  });
+  readLoadIds(socket, (id) => queue.push({ socket, id, at: performance.now() }), pump);
 });
 server.listen(path, () => process.send?.({ type: "ready" }));
 

@@ -12,6 +12,7 @@ import { renameSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 import { defineService } from "../../src/server/index.ts";
+import { loadFrame, readLoadIds } from "./load-ids.ts";
 
 const capacity = Number(process.env.AFFINITY_CACHE_OBJECTS ?? "2500");
 const missMs = Number(process.env.AFFINITY_MISS_MS ?? "5");
@@ -41,17 +42,10 @@ let nextId = 0;
 function connectDb(path: string): net.Socket {
   const socket = net.connect(path);
   socket.setNoDelay(true);
-  let rest: Buffer = Buffer.alloc(0);
-  socket.on("data", (chunk: Buffer) => {
-    const data = rest.length === 0 ? chunk : Buffer.concat([rest, chunk]);
-    const whole = data.length - (data.length % 4);
-    for (let i = 0; i < whole; i += 4) {
-      const id = data.readUInt32BE(i);
-      const done = inFlight.get(id);
-      inFlight.delete(id);
-      done?.();
-    }
-    rest = data.subarray(whole);
+  readLoadIds(socket, (id) => {
+    const done = inFlight.get(id);
+    inFlight.delete(id);
+    done?.();
   });
   const fail = (err: Error) => {
     db = undefined;
@@ -69,12 +63,10 @@ function load(): Promise<void> {
   db ??= connectDb(dbSocket);
   const id = nextId;
   nextId = (nextId + 1) >>> 0;
-  const frame = Buffer.allocUnsafe(4);
-  frame.writeUInt32BE(id);
   const socket = db;
   return new Promise((resolve, reject) => {
     inFlight.set(id, (err) => (err ? reject(err) : resolve()));
-    socket.write(frame);
+    socket.write(loadFrame(id));
   });
 }
 

@@ -136,10 +136,14 @@ export function watchFrontKeepalive(
     timers.clear();
   });
 
+  // One listener per session, shared by its streams: no closure per call on the data path.
+  const callEnded = () => {
+    openCalls--;
+  };
   session.on("stream", (stream: http2.ServerHttp2Stream) => {
     openCalls++;
     strikes.onCall();
-    stream.once("close", () => openCalls--);
+    stream.once("close", callEnded);
   });
 
   const idleMs = hooks.idleTimeoutMs ?? 0;

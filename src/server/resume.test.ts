@@ -21,6 +21,35 @@ async function listen(server: grpc.Server): Promise<number> {
   );
 }
 
+/** A WorkerResume served on a real grpc-js server and watched by the balancer's ORCA client. */
+async function watchedResume(history: number) {
+  const resume = new WorkerResume({ history });
+  const server = new grpc.Server();
+  resume.addToServer(server);
+  const port = await listen(server);
+  const abort = new AbortController();
+  const reports: OrcaLoadReport[] = [];
+  createOrcaClient().watch(
+    staticEndpoint({ kind: "tcp", host: "127.0.0.1", port }, 1),
+    abort.signal,
+    (r) => reports.push(r),
+    () => {},
+  );
+  return {
+    resume,
+    reports,
+    /** Waits (bounded: 50 × 20 ms) until more than `n` reports arrived. */
+    async awaitMoreThan(n: number) {
+      for (let i = 0; i < 50 && reports.length <= n; i++) await new Promise((r) => setTimeout(r, 20));
+    },
+    close() {
+      abort.abort();
+      resume.close();
+      server.forceShutdown();
+    },
+  };
+}
+
 describe("worker résumé", () => {
   it("persists skills and a new worker reloads the same scores", () => {
     const file = join(dir, "w1.json");
@@ -41,58 +70,30 @@ describe("worker résumé", () => {
   });
 
   it("serves ORCA reports that the balancer's client reads: at once, then after every `history` calls", async () => {
-    const resume = new WorkerResume({ history: 5 });
-    const server = new grpc.Server();
-    resume.addToServer(server);
-    const port = await listen(server);
-    const abort = new AbortController();
-    const reports: OrcaLoadReport[] = [];
-    createOrcaClient().watch(
-      staticEndpoint({ kind: "tcp", host: "127.0.0.1", port }, 1),
-      abort.signal,
-      (r) => reports.push(r),
-      () => {},
-    );
-    // Bounded waits: 50 × 20 ms.
-    for (let i = 0; i < 50 && reports.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    const { resume, reports, awaitMoreThan, close } = await watchedResume(5);
+    await awaitMoreThan(0);
     assert.equal(reports.length, 1);
     assert.deepEqual({ ...reports[0]!.namedMetrics }, {});
     for (let i = 0; i < 5; i++) resume.record("a", 4);
-    for (let i = 0; i < 50 && reports.length === 1; i++) await new Promise((r) => setTimeout(r, 20));
+    await awaitMoreThan(1);
     assert.equal(reports.length, 2);
     assert.ok(Math.abs(reports[1]!.namedMetrics["roster.skill.a"]! - 250) < 1e-9); // 5 calls of 4 ms
     assert.ok(reports[1]!.rpsFractional > 0);
-    abort.abort();
-    resume.close();
-    server.forceShutdown();
+    close();
   });
 
   it("reports eps: calls that failed, per second, over the same time as rps_fractional", async () => {
-    const resume = new WorkerResume({ history: 5 });
-    const server = new grpc.Server();
-    resume.addToServer(server);
-    const port = await listen(server);
-    const abort = new AbortController();
-    const reports: OrcaLoadReport[] = [];
-    createOrcaClient().watch(
-      staticEndpoint({ kind: "tcp", host: "127.0.0.1", port }, 1),
-      abort.signal,
-      (r) => reports.push(r),
-      () => {},
-    );
-    // Bounded waits: 50 × 20 ms.
-    for (let i = 0; i < 50 && reports.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    const { resume, reports, awaitMoreThan, close } = await watchedResume(5);
+    await awaitMoreThan(0);
     assert.equal(reports.length, 1);
     // Five calls, two of them failed (through the timer begin() returns, as the handler wrapper calls it).
     for (let i = 0; i < 5; i++) resume.begin(undefined)(i < 2);
-    for (let i = 0; i < 50 && reports.length === 1; i++) await new Promise((r) => setTimeout(r, 20));
+    await awaitMoreThan(1);
     assert.equal(reports.length, 2);
     const r = reports[1]!;
     assert.ok(r.eps > 0 && r.rpsFractional > 0, JSON.stringify(r));
     assert.ok(Math.abs(r.eps / r.rpsFractional - 2 / 5) < 1e-9, `eps ${r.eps}, rps ${r.rpsFractional}`);
-    abort.abort();
-    resume.close();
-    server.forceShutdown();
+    close();
   });
 
   it("ignores hostile reports with a problem line and never crashes", async () => {
