@@ -23,11 +23,9 @@ import { Status } from "../core/status.ts";
 import type { Health, HealthChecker } from "../health/health-checker.ts";
 import type { OrcaWatcher } from "../health/orca-client.ts";
 import type { OrcaLoadReport } from "../health/orca-proto.ts";
-import {
-  BackendConnection,
-  type BackendConnectionOptions,
-  type BackendState,
-} from "../platform/backend-connection.ts";
+import { BackendConnection, type BackendConnectionOptions } from "../platform/backend-connection.ts";
+import type { BackendLink, BackendState, CreateBackendLink } from "./backend-link.ts";
+import { systemTimer, type Timer } from "./timer.ts";
 
 /**
  * The single owner of a cluster's mutable state: Discovery → backends (connections + load) →
@@ -38,10 +36,39 @@ import {
  * when it fires.
  *
  * A backend is a candidate when its connection is ready, and — when the cluster has a health checker —
- * its health is `serving`, and — when outlier detection is on — it is not ejected. Decisions:
- * - Health `unknown` (no answer yet) is not a candidate but counts as "connecting": calls queue for it
- *   (gRFC A17 keeps such a subchannel CONNECTING). The checker turns `unknown` into an answer within its
- *   timeout, so the queue is short.
+ * its health is `serving`, and — when outlier detection is on — it is not ejected.
+ *
+ * Readiness. When no backend is a candidate, each backend is one of:
+ * - pending: connecting (first time or again), or connected with health `unknown` (no answer yet;
+ *   gRFC A17 keeps such a subchannel CONNECTING). It may become a candidate by itself, soon.
+ * - asleep: in transient-failure, waiting out a reconnect backoff step — and neither ejected nor
+ *   not-serving. It may become a candidate once woken.
+ * - blocked: ejected by outlier detection, or health not-serving (whatever its connection does), or
+ *   shut down. It becomes a candidate only when its ejection time passes or its health checker says
+ *   SERVING — neither of which a call can hasten.
+ * The picker is then `queue` while any backend is pending or asleep, else `fail` (UNAVAILABLE naming
+ * each backend's reason). A call that gets `queue` wakes every asleep backend (`connectNow`): a backend
+ * that comes up is used at once, instead of after the rest of a backoff step that grows to 10 s.
+ * Decisions:
+ * - Once per backoff step, not per call: a woken backend is connecting, so later picks leave it be;
+ *   only the failure of that attempt starts a new step that may be woken. So 1000 calls during one step
+ *   make one connection attempt, not 1000.
+ * - No sooner than `wakeDelayMs` (20 ms) after the attempt failed: a step is shortened to that, never
+ *   skipped, so a dead backend whose port refuses at once gets at most ~50 attempts a second however
+ *   fast calls arrive (HAProxy and nginx connect once per request). A pick inside that time schedules
+ *   the wake-up for its end instead.
+ * - While calls are queued, each new step of an asleep backend is woken the same way even if no new
+ *   call arrives, so a queued call is released within about `wakeDelayMs` of its backend coming up.
+ *   With no call waiting, backends reconnect on their plain backoff.
+ * - The wait is bounded by the call's deadline and the proxy's `queueTimeoutMs` (forward.ts); then
+ *   the call fails with `unavailableMessage()` — each backend's reason — as a sticky TRANSIENT_FAILURE
+ *   would have failed it at once (gRFC A61: a backend that failed keeps its last error as its reason
+ *   while it reconnects, until it is ready again).
+ * - Blocked backends are not woken, and when only blocked backends remain calls fail at once with
+ *   their reasons: an ejected backend was judged failing by recent calls, a not-serving one said so (or
+ *   its health connection cannot reach it); waking its data connection would not make it a candidate,
+ *   and queueing would only delay the answer. With health checks on, a backend that was unreachable
+ *   returns when its health checker reconnects (its own backoff), not on a call's wake-up.
  * - No fail-open: when every backend is not-serving or ejected, calls fail at once with UNAVAILABLE
  *   naming each backend's reason, as a gRPC channel in TRANSIENT_FAILURE does. Envoy's "panic mode"
  *   (balance over all hosts below 50% healthy) would send calls to backends that asked for none, e.g.
@@ -56,7 +83,17 @@ export interface ChannelOptions {
   readonly target: string;
   readonly policy: PolicySpec;
   readonly deps: BalancerDeps;
+  /** Options of the default connection (platform's BackendConnection); unused with `createConnection`. */
   readonly connection?: Omit<BackendConnectionOptions, "address" | "onStateChange">;
+  /** Makes the link to one backend. Default: a BackendConnection (node:http2) with `connection`. */
+  readonly createConnection?: CreateBackendLink;
+  /** The channel's timers (outlier interval, wake-ups, discovery retry). Default: node's, unref'd. */
+  readonly timer?: Timer;
+  /**
+   * How soon after a failed connection attempt a backend in backoff may be woken by a queued call
+   * (see Readiness above). Default `defaultReadiness.wakeDelayMs`.
+   */
+  readonly wakeDelayMs?: number;
   /** Active health checks of every backend; absent: a connected backend is healthy. */
   readonly healthChecker?: HealthChecker;
   /** Passive outlier ejection (gRFC A50); absent, or with neither algorithm configured: off. */
@@ -72,6 +109,9 @@ export interface ChannelOptions {
   readonly maxSkillClasses?: number;
   readonly onEvent?: (event: ChannelEvent) => void;
 }
+
+/** Defaults of the channel's readiness (see the Channel's header). */
+export const defaultReadiness = { wakeDelayMs: 20 } as const;
 
 export type ChannelEvent =
   | { kind: "backend-added"; key: string }
@@ -127,10 +167,15 @@ export class Backend implements Candidate, SkillCarrier, LoadReportCarrier {
   readonly key: string;
   readonly endpoint: Endpoint;
   readonly load: LoadTracker;
-  readonly connection: BackendConnection;
+  readonly connection: BackendLink;
   readonly stats: BackendStats = { calls: 0, failures: 0, retries: 0 };
-  /** Sticky failure (gRFC A61): once failed, counts as failed until it is ready again. */
+  /** Sticky failure (gRFC A61): once failed, its last error is its reason until it is ready again. */
   failedSinceReady = false;
+  lastError = "";
+  /** Channel clock time of its last transient-failure (the start of its backoff step). */
+  failedAt = 0;
+  /** How many times a queued call woke it (`connectNow`), for tests and /status. */
+  wakeUps = 0;
   /** The health checker's last word; "unchecked" when the cluster has no health checks. */
   health: Health | "unchecked" = "unchecked";
   healthDetail = "";
@@ -145,15 +190,22 @@ export class Backend implements Candidate, SkillCarrier, LoadReportCarrier {
   /** Ends this backend's ORCA stream. */
   readonly orcaAbort = new AbortController();
 
-  constructor(endpoint: Endpoint, connection: BackendConnection, load: LoadTracker) {
+  constructor(endpoint: Endpoint, connection: BackendLink, load: LoadTracker) {
     this.key = endpoint.key;
     this.endpoint = endpoint;
     this.connection = connection;
     this.load = load;
   }
 
+  /**
+   * A node:http2 stream to the backend, for the proxy (forward.ts). Only the node:http2 link
+   * (platform's BackendConnection) has one; another link throws, which the proxy takes as "the call
+   * never left": it is retried elsewhere or fails UNAVAILABLE.
+   */
   request(headers: http2.OutgoingHttpHeaders): http2.ClientHttp2Stream {
-    return this.connection.request(headers);
+    const link = this.connection;
+    if (!(link instanceof BackendConnection)) throw new Error("its link carries no node:http2 streams");
+    return link.request(headers);
   }
 }
 
@@ -186,6 +238,9 @@ function topSkills(skills: ReadonlyMap<string, number>, n: number): Record<strin
   return Object.fromEntries(top);
 }
 
+/** The one `queue` picker, so a rebuild that still queues does not wake the waiting calls. */
+const QUEUE: Picker = constantPicker({ kind: "queue" });
+
 export class Channel {
   readonly name: string;
   readonly #o: ChannelOptions;
@@ -198,13 +253,24 @@ export class Channel {
   readonly #waiters = new Set<() => void>();
   readonly #abort = new AbortController();
   readonly #outliers: OutlierDetector | undefined;
-  #outlierTimer: NodeJS.Timeout | undefined;
+  readonly #timer: Timer;
+  readonly #createLink: CreateBackendLink;
+  readonly #wakeDelayMs: number;
+  #cancelOutlierTimer: (() => void) | undefined;
+  /** Backends in backoff that a queued call may wake (neither ejected nor not-serving). */
+  #asleep: Backend[] = [];
+  #cancelWakeTimer: (() => void) | undefined;
+  #wakeTimerAt = Number.POSITIVE_INFINITY;
 
   constructor(options: ChannelOptions) {
     this.name = options.name;
     this.#o = options;
     this.#balancer = options.policy.create(options.deps);
-    this.#picker = constantPicker({ kind: "queue" });
+    this.#picker = QUEUE;
+    this.#timer = options.timer ?? systemTimer;
+    this.#wakeDelayMs = options.wakeDelayMs ?? defaultReadiness.wakeDelayMs;
+    this.#createLink =
+      options.createConnection ?? ((o) => new BackendConnection({ ...options.connection, ...o }));
     const od = options.outlierDetection;
     const detector = od === undefined ? undefined : createOutlierDetector(od, options.deps);
     this.#outliers = detector?.enabled ? detector : undefined;
@@ -213,9 +279,11 @@ export class Channel {
   /** Starts watching discovery (and the outlier detection timer). Returns at once. */
   start(): void {
     const outliers = this.#outliers;
-    if (outliers !== undefined && this.#outlierTimer === undefined && !this.#abort.signal.aborted) {
-      this.#outlierTimer = setInterval(() => this.#tickOutliers(outliers), outliers.config.intervalMs);
-      this.#outlierTimer.unref();
+    if (outliers !== undefined && this.#cancelOutlierTimer === undefined && !this.#abort.signal.aborted) {
+      this.#cancelOutlierTimer = this.#timer.setInterval(
+        () => this.#tickOutliers(outliers),
+        outliers.config.intervalMs,
+      );
     }
     void this.#watch();
   }
@@ -231,8 +299,55 @@ export class Channel {
     if (outcome !== "ignored") outliers.record(backend.key, outcome === "success");
   }
 
+  /**
+   * Synchronous. A `queue` answer also wakes the backends asleep in backoff (at most once per backoff
+   * step each; see Readiness above); a woken backend's state change may build a new picker, and so run
+   * `onPickerChange` callbacks, before this returns.
+   */
   pick(ctx: PickContext): PickResult {
-    return this.#picker.pick(ctx);
+    const result = this.#picker.pick(ctx);
+    if (result.kind === "queue" && this.#asleep.length > 0) this.#wake();
+    return result;
+  }
+
+  /**
+   * Why no backend is ready: "cluster NAME: no backend is ready (KEY: reason; …)", naming up to five
+   * backends. What a call waiting in the queue fails with when its wait ends.
+   */
+  unavailableMessage(): string {
+    if (this.#backends.size === 0) {
+      if (!this.#discovered) return `cluster ${this.name}: discovery has not answered yet`;
+      return this.#notFound
+        ? `cluster ${this.name}: target ${this.#o.target} was not found by discovery`
+        : `cluster ${this.name} has no backends`;
+    }
+    const reasons: string[] = [];
+    for (const b of this.#backends.values()) {
+      if (reasons.length === 5) {
+        reasons.push(`and ${this.#backends.size - 5} more`);
+        break;
+      }
+      reasons.push(`${b.key}: ${this.#reasonOf(b)}`);
+    }
+    return `cluster ${this.name}: no backend is ready (${reasons.join("; ")})`;
+  }
+
+  /** Why `b` is not a candidate now (or "ready"). */
+  #reasonOf(b: Backend): string {
+    const s = b.connection.state;
+    if (this.#outliers?.isEjected(b.key)) return "ejected by outlier detection";
+    if (b.health === "not-serving") return `not serving (${b.healthDetail})`;
+    switch (s.kind) {
+      case "ready":
+        return b.health === "unknown" ? "no health check answer yet" : "ready";
+      case "transient-failure":
+        return s.error;
+      case "idle":
+      case "connecting":
+        return b.failedSinceReady ? `${b.lastError} (reconnecting)` : "connecting";
+      case "shutdown":
+        return "shut down";
+    }
   }
 
   /** Runs `fn` once at the next picker change. Returns a function that cancels the wait. */
@@ -304,7 +419,10 @@ export class Channel {
   /** Stops discovery and closes backend sessions gracefully (open streams finish). */
   close(): void {
     this.#abort.abort();
-    clearInterval(this.#outlierTimer);
+    this.#cancelOutlierTimer?.();
+    this.#cancelWakeTimer?.();
+    this.#cancelWakeTimer = undefined;
+    this.#asleep = [];
     for (const b of this.#backends.values()) {
       b.healthAbort.abort();
       b.orcaAbort.abort();
@@ -332,7 +450,7 @@ export class Channel {
         return;
       } catch (err) {
         this.#o.onEvent?.({ kind: "discovery-error", error: (err as Error).message });
-        await new Promise((r) => setTimeout(r, 1000).unref());
+        await new Promise<void>((r) => this.#timer.setTimeout(r, 1000));
       }
     }
   }
@@ -342,22 +460,26 @@ export class Channel {
     for (const [key, backend] of this.#backends) {
       const e = next.get(key);
       if (e === undefined || formatAddress(e.address) !== formatAddress(backend.endpoint.address)) {
+        this.#backends.delete(key);
         backend.healthAbort.abort();
         backend.orcaAbort.abort();
         backend.connection.close();
-        this.#backends.delete(key);
         this.#o.onEvent?.({ kind: "backend-removed", key });
       }
     }
     for (const [key, endpoint] of next) {
       if (this.#backends.has(key)) continue;
-      const connection = new BackendConnection({
-        ...this.#o.connection,
+      let backend: Backend | undefined;
+      const connection = this.#createLink({
         address: endpoint.address,
-        onStateChange: (state) => this.#onBackendState(key, state),
+        // Only while it is this key's backend: a link closed by a removal may still report.
+        onStateChange: (state) => {
+          if (backend !== undefined && this.#backends.get(key) === backend)
+            this.#onBackendState(backend, state);
+        },
       });
       // The policy chooses how load is measured (in-flight calls, peak-EWMA latency…).
-      const backend = new Backend(endpoint, connection, this.#o.policy.createLoadTracker(this.#o.deps));
+      backend = new Backend(endpoint, connection, this.#o.policy.createLoadTracker(this.#o.deps));
       this.#backends.set(key, backend);
       this.#o.onEvent?.({ kind: "backend-added", key });
       connection.start();
@@ -418,50 +540,83 @@ export class Channel {
     if (ejected.length > 0 || returned.length > 0) this.#rebuild();
   }
 
-  #onBackendState(key: string, state: BackendState): void {
-    const backend = this.#backends.get(key);
-    if (backend === undefined) return;
+  #onBackendState(backend: Backend, state: BackendState): void {
     if (state.kind === "ready") backend.failedSinceReady = false;
-    if (state.kind === "transient-failure") backend.failedSinceReady = true;
-    this.#o.onEvent?.({ kind: "backend-state", key, state });
+    if (state.kind === "transient-failure") {
+      backend.failedSinceReady = true;
+      backend.lastError = state.error;
+      backend.failedAt = this.#o.deps.clock.now();
+    }
+    this.#o.onEvent?.({ kind: "backend-state", key: backend.key, state });
     this.#rebuild();
+    // Calls are waiting: this new backoff step is woken too (after wakeDelayMs), not slept through.
+    if (state.kind === "transient-failure" && this.#waiters.size > 0 && this.#asleep.length > 0) this.#wake();
+  }
+
+  /**
+   * Asks every asleep backend to connect now, or schedules that for `wakeDelayMs` after its failure.
+   * A woken backend is connecting, so it is not asked again in this backoff step.
+   */
+  #wake(): void {
+    const now = this.#o.deps.clock.now();
+    let next = Number.POSITIVE_INFINITY;
+    // A copy: connectNow() reports synchronously, which rebuilds #asleep.
+    for (const b of [...this.#asleep]) {
+      if (this.#backends.get(b.key) !== b || b.connection.state.kind !== "transient-failure") continue;
+      const at = b.failedAt + this.#wakeDelayMs;
+      if (at <= now) {
+        b.wakeUps++;
+        b.connection.connectNow();
+      } else if (at < next) next = at;
+    }
+    if (next < this.#wakeTimerAt) {
+      this.#cancelWakeTimer?.();
+      this.#wakeTimerAt = next;
+      this.#cancelWakeTimer = this.#timer.setTimeout(() => {
+        this.#cancelWakeTimer = undefined;
+        this.#wakeTimerAt = Number.POSITIVE_INFINITY;
+        // Only for calls still waiting; a new call would wake them itself.
+        if (this.#waiters.size > 0 && this.#asleep.length > 0) this.#wake();
+      }, next - now);
+    }
   }
 
   #rebuild(): void {
     const ready: Backend[] = [];
-    let connecting = 0;
-    const errors: string[] = [];
+    const asleep: Backend[] = [];
+    let pending = 0;
     for (const b of this.#backends.values()) {
       const s = b.connection.state;
+      // Blocked (ejected, not serving, shut down): neither a candidate nor worth waiting for.
+      if (this.#outliers?.isEjected(b.key) || b.health === "not-serving") continue;
       if (s.kind === "ready") {
-        if (b.health === "unknown") connecting++;
-        else if (b.health === "not-serving") errors.push(`${b.key}: not serving (${b.healthDetail})`);
-        else if (this.#outliers?.isEjected(b.key)) errors.push(`${b.key}: ejected by outlier detection`);
+        if (b.health === "unknown") pending++;
         else ready.push(b);
-      } else if (b.failedSinceReady) {
-        errors.push(`${b.key}: ${s.kind === "transient-failure" ? s.error : "reconnecting"}`);
-      } else if (s.kind === "connecting" || s.kind === "idle") connecting++;
+      } else if (s.kind === "transient-failure") asleep.push(b);
+      else if (s.kind === "connecting" || s.kind === "idle") pending++;
     }
+    this.#asleep = asleep;
     if (ready.length > 0) {
       this.#setPicker(this.#balancer.update(ready));
       return;
     }
-    if (!this.#discovered || connecting > 0) {
-      this.#setPicker(constantPicker({ kind: "queue" }));
+    if (!this.#discovered || pending > 0 || asleep.length > 0) {
+      this.#setPicker(QUEUE);
       return;
     }
-    const message =
-      this.#backends.size === 0
-        ? this.#notFound
-          ? `cluster ${this.name}: target ${this.#o.target} was not found by discovery`
-          : `cluster ${this.name} has no backends`
-        : `cluster ${this.name}: no backend is ready (${errors.slice(0, 5).join("; ")})`;
-    this.#setPicker(constantPicker({ kind: "fail", status: { code: Status.UNAVAILABLE, message } }));
+    this.#setPicker(
+      constantPicker({
+        kind: "fail",
+        status: { code: Status.UNAVAILABLE, message: this.unavailableMessage() },
+      }),
+    );
   }
 
   #setPicker(picker: Picker): void {
+    // queue → queue changes nothing for a waiting call: it is not woken to pick again.
+    const same = picker === QUEUE && this.#picker === QUEUE;
     this.#picker = picker;
-    if (this.#waiters.size === 0) return;
+    if (same || this.#waiters.size === 0) return;
     const waiters = [...this.#waiters];
     this.#waiters.clear();
     for (const w of waiters) w();

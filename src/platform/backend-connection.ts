@@ -13,11 +13,15 @@ import { systemRandom } from "./system.ts";
  *   idle ──start()──▶ connecting ──first session connected──▶ ready
  *     ready ──all sessions gone──▶ transient-failure ──backoff timer──▶ connecting
  *     connecting ──connect error──▶ transient-failure
+ *     transient-failure ──connectNow()──▶ connecting   (the backoff step ends early; backoff not reset)
  *     any ──close()──▶ shutdown   (no new streams; sessions close once their streams end)
  *
  * Several sessions are kept when the peer's SETTINGS_MAX_CONCURRENT_STREAMS is reached. A session that
  * receives GOAWAY is "draining": its open streams finish on it, new streams go to a fresh session.
  * Each session is PINGed every `keepaliveMs`; no answer within `keepaliveTimeoutMs` destroys it.
+ *
+ * It is the channel's BackendLink (channel/backend-link.ts) — structurally: platform does not import
+ * channel — and adds `request`, the node:http2 stream the proxy forwards a call on.
  */
 export type BackendState =
   | { kind: "idle" }
@@ -76,6 +80,18 @@ export class BackendConnection {
 
   start(): void {
     if (this.#state.kind !== "idle") return;
+    this.#connect();
+  }
+
+  /**
+   * In transient-failure, ends the backoff step now and connects (the channel calls it when a call
+   * finds no ready backend). The backoff is not reset, so a failed attempt starts the next, longer
+   * step; only a connected session resets it. In any other state: nothing.
+   */
+  connectNow(): void {
+    if (this.#state.kind !== "transient-failure") return;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
     this.#connect();
   }
 

@@ -25,7 +25,10 @@ export interface ForwardOptions {
   readonly retryBufferBytes: number;
   /** Attempts per call, the first included. */
   readonly maxAttempts: number;
-  /** How long a call waits for a backend to become ready when none is yet (no deadline case). */
+  /**
+   * Longest a call waits for a backend to become ready when none is (its deadline, if sooner, bounds
+   * it too); then it fails UNAVAILABLE with the channel's reasons.
+   */
   readonly queueTimeoutMs: number;
   /** Once per call, after its status is known. `backend` is undefined when no backend was reached. */
   /** `className`: the call's class when a classifier is configured. */
@@ -133,6 +136,8 @@ class ForwardedCall {
   #holdTimer: NodeJS.Timeout | undefined;
   #deadlineAt: number | undefined;
   #timer: NodeJS.Timeout | undefined;
+  /** Bounds a wait in the channel's queue (queueTimeoutMs); set while waiting. */
+  #queueTimer: NodeJS.Timeout | undefined;
   #cancelWait: (() => void) | undefined;
 
   constructor(
@@ -180,6 +185,8 @@ class ForwardedCall {
   #pickAndStart(): void {
     if (this.#state === "done") return;
     this.#cancelWait = undefined;
+    clearTimeout(this.#queueTimer);
+    this.#queueTimer = undefined;
     const headers = this.#headers;
     const ctx: PickContext = {
       path: (headers[":path"] as string | undefined) ?? "",
@@ -197,21 +204,25 @@ class ForwardedCall {
       case "fail":
         this.#fail(result.status);
         return;
-      case "queue":
+      case "queue": {
+        // The pick has asked the backends asleep in backoff to connect now (channel.ts, Readiness).
         this.#state = "waiting";
         this.#cancelWait = this.#channel.onPickerChange(() => this.#pickAndStart());
-        if (this.#timer === undefined) {
-          // No deadline of its own: bound the wait for a backend anyway.
-          this.#timer = setTimeout(
-            () =>
-              this.#fail({
-                code: Status.UNAVAILABLE,
-                message: `roster: no backend of cluster ${this.#channel.name} became ready within ${this.#o.queueTimeoutMs} ms`,
-              }),
-            this.#o.queueTimeoutMs,
-          );
+        const waitMs = this.#o.queueTimeoutMs;
+        const left =
+          this.#deadlineAt === undefined ? Number.POSITIVE_INFINITY : this.#deadlineAt - this.#o.clock.now();
+        // A deadline sooner than the queue timeout ends the wait itself (#onDeadline).
+        if (waitMs < left) {
+          this.#queueTimer = setTimeout(() => {
+            if (this.#state !== "waiting") return;
+            this.#fail({
+              code: Status.UNAVAILABLE,
+              message: `roster: ${this.#channel.unavailableMessage()}; waited ${waitMs} ms (queueTimeoutMs)`,
+            });
+          }, waitMs);
         }
         return;
+      }
     }
   }
 
@@ -519,7 +530,10 @@ class ForwardedCall {
     if (this.#state === "done") return;
     this.#stream?.close(NGHTTP2_CANCEL);
     const ms = Math.round(this.#o.clock.now() - this.#startedAt);
-    this.#fail({ code: Status.DEADLINE_EXCEEDED, message: `roster: deadline exceeded after ${ms} ms` });
+    // Still waiting for a backend: say why none was ready.
+    const why =
+      this.#state === "waiting" ? ` waiting for a backend: ${this.#channel.unavailableMessage()}` : "";
+    this.#fail({ code: Status.DEADLINE_EXCEEDED, message: `roster: deadline exceeded after ${ms} ms${why}` });
   }
 
   // --- ending ---------------------------------------------------------------------------------
@@ -547,6 +561,7 @@ class ForwardedCall {
     if (this.#state === "done") return;
     this.#state = "done";
     clearTimeout(this.#timer);
+    clearTimeout(this.#queueTimer);
     clearTimeout(this.#holdTimer);
     this.#cancelWait?.();
     const now = this.#o.clock.now();

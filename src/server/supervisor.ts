@@ -107,6 +107,13 @@ interface Slot {
   crashes: number[];
   restarts: number;
   restartTimer: NodeJS.Timeout | undefined;
+  /**
+   * The endpoint of its worker that died unexpectedly, kept among the front's backends until a
+   * successor is ready: calls then wait in the front's queue for the restarted worker (bounded by
+   * their deadline and queueTimeoutMs) rather than fail at once with "no backends" when it was the
+   * last one. Its connection fails (the socket is gone), so it never gets a call.
+   */
+  standIn: Endpoint | undefined;
 }
 
 export interface RosterServer {
@@ -162,6 +169,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
     crashes: [],
     restarts: 0,
     restartTimer: undefined,
+    standIn: undefined,
   }));
   /** Workers of removed slots, until they exit (shown as draining in workers()). */
   const leaving = new Set<WorkerProc>();
@@ -173,9 +181,12 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
 
   const publish = () => {
     if (lb === undefined) return;
-    const ready: Endpoint[] = [];
-    for (const s of slots) if (s.proc?.state === "ready") ready.push(s.proc.endpoint);
-    lb.setBackends(ready);
+    const backends: Endpoint[] = [];
+    for (const s of slots) {
+      if (s.proc?.state === "ready") backends.push(s.proc.endpoint);
+      else if (s.standIn !== undefined) backends.push(s.standIn);
+    }
+    lb.setBackends(backends);
   };
 
   const spawnWorker = (slot: Slot): WorkerProc => {
@@ -227,6 +238,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
     child.on("message", (m: WorkerMessage) => {
       if (m.type === "ready" && proc.state === "starting") {
         proc.state = "ready";
+        slot.standIn = undefined;
         for (const p of m.idempotentPaths) idempotent.add(p);
         o.onEvent?.({ kind: "worker-ready", worker: slot.index + 1, pid: child.pid ?? 0 });
         resolveReady();
@@ -254,6 +266,8 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
           fatal ?? `worker ${slot.index + 1} exited (${signal ?? `code ${code}`}) before it was ready`,
         ),
       );
+      if (!expected && slot.proc === proc && wasState === "ready" && lb !== undefined)
+        slot.standIn = endpoint;
       if (wasState === "ready") publish();
       if (!expected && slot.proc === proc) scheduleRestart(slot);
     });
@@ -387,6 +401,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
       crashes: [],
       restarts: 0,
       restartTimer: undefined,
+      standIn: undefined,
     };
     slots.push(slot);
     slots.sort((a, b) => a.index - b.index);
