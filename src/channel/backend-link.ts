@@ -38,4 +38,4 @@ export interface BackendLinkOptions {
   readonly onStateChange: (state: BackendState) => void;
 }
 
-export type CreateBackendLink = (options: BackendLinkOptions) => BackendLink;
+export type CreateBackendLink<L extends BackendLink = BackendLink> = (options: BackendLinkOptions) => L;

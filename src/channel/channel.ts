@@ -77,7 +77,7 @@ import { systemTimer, type Timer } from "./timer.ts";
  *   (`recordCallEnd`; see `outlierOutcome` for which statuses are failures) and judges them on a timer
  *   every `intervalMs`.
  */
-export interface ChannelOptions {
+export interface ChannelOptions<L extends BackendLink = BackendLink> {
   readonly name: string;
   readonly discovery: Discovery;
   readonly target: string;
@@ -86,7 +86,7 @@ export interface ChannelOptions {
   /** Options of the default connection (platform's BackendConnection); unused with `createConnection`. */
   readonly connection?: Omit<BackendConnectionOptions, "address" | "onStateChange">;
   /** Makes the link to one backend. Default: a BackendConnection (node:http2) with `connection`. */
-  readonly createConnection?: CreateBackendLink;
+  readonly createConnection?: CreateBackendLink<L>;
   /** The channel's timers (outlier interval, wake-ups, discovery retry). Default: node's, unref'd. */
   readonly timer?: Timer;
   /**
@@ -163,11 +163,13 @@ export interface OrcaSummary {
 }
 
 /** A backend as the channel owns it. It is the Candidate handed to the balancer. */
-export class Backend implements Candidate, SkillCarrier, LoadReportCarrier {
+export class Backend<L extends BackendLink = BackendLink>
+  implements Candidate, SkillCarrier, LoadReportCarrier
+{
   readonly key: string;
   readonly endpoint: Endpoint;
   readonly load: LoadTracker;
-  readonly connection: BackendLink;
+  readonly connection: L;
   readonly stats: BackendStats = { calls: 0, failures: 0, retries: 0 };
   /** Sticky failure (gRFC A61): once failed, its last error is its reason until it is ready again. */
   failedSinceReady = false;
@@ -190,7 +192,7 @@ export class Backend implements Candidate, SkillCarrier, LoadReportCarrier {
   /** Ends this backend's ORCA stream. */
   readonly orcaAbort = new AbortController();
 
-  constructor(endpoint: Endpoint, connection: BackendLink, load: LoadTracker) {
+  constructor(endpoint: Endpoint, connection: L, load: LoadTracker) {
     this.key = endpoint.key;
     this.endpoint = endpoint;
     this.connection = connection;
@@ -241,11 +243,11 @@ function topSkills(skills: ReadonlyMap<string, number>, n: number): Record<strin
 /** The one `queue` picker, so a rebuild that still queues does not wake the waiting calls. */
 const QUEUE: Picker = constantPicker({ kind: "queue" });
 
-export class Channel {
+export class Channel<L extends BackendLink = BackendLink> {
   readonly name: string;
-  readonly #o: ChannelOptions;
+  readonly #o: ChannelOptions<L>;
   readonly #balancer: Balancer;
-  readonly #backends = new Map<string, Backend>();
+  readonly #backends = new Map<string, Backend<L>>();
   #endpoints = new Map<string, Endpoint>();
   #picker: Picker;
   #notFound = false;
@@ -254,23 +256,24 @@ export class Channel {
   readonly #abort = new AbortController();
   readonly #outliers: OutlierDetector | undefined;
   readonly #timer: Timer;
-  readonly #createLink: CreateBackendLink;
+  readonly #createLink: CreateBackendLink<L>;
   readonly #wakeDelayMs: number;
   #cancelOutlierTimer: (() => void) | undefined;
   /** Backends in backoff that a queued call may wake (neither ejected nor not-serving). */
-  #asleep: Backend[] = [];
+  #asleep: Backend<L>[] = [];
   #cancelWakeTimer: (() => void) | undefined;
   #wakeTimerAt = Number.POSITIVE_INFINITY;
 
-  constructor(options: ChannelOptions) {
+  constructor(options: ChannelOptions<L>) {
     this.name = options.name;
     this.#o = options;
     this.#balancer = options.policy.create(options.deps);
     this.#picker = QUEUE;
     this.#timer = options.timer ?? systemTimer;
     this.#wakeDelayMs = options.wakeDelayMs ?? defaultReadiness.wakeDelayMs;
-    this.#createLink =
-      options.createConnection ?? ((o) => new BackendConnection({ ...options.connection, ...o }));
+    // Without a factory the links are node:http2 BackendConnections, and L is BackendLink.
+    const nodeLinks: CreateBackendLink = (o) => new BackendConnection({ ...options.connection, ...o });
+    this.#createLink = options.createConnection ?? (nodeLinks as CreateBackendLink<L>);
     const od = options.outlierDetection;
     const detector = od === undefined ? undefined : createOutlierDetector(od, options.deps);
     this.#outliers = detector?.enabled ? detector : undefined;
@@ -333,7 +336,7 @@ export class Channel {
   }
 
   /** Why `b` is not a candidate now (or "ready"). */
-  #reasonOf(b: Backend): string {
+  #reasonOf(b: Backend<L>): string {
     const s = b.connection.state;
     if (this.#outliers?.isEjected(b.key)) return "ejected by outlier detection";
     if (b.health === "not-serving") return `not serving (${b.healthDetail})`;
@@ -357,8 +360,8 @@ export class Channel {
   }
 
   /** The channel's backend behind a candidate its picker returned. */
-  backendOf(candidate: Candidate): Backend {
-    return candidate as Backend;
+  backendOf(candidate: Candidate): Backend<L> {
+    return candidate as Backend<L>;
   }
 
   status(): BackendStatus[] {
@@ -412,7 +415,7 @@ export class Channel {
     return typeof b.status === "function" ? b.status() : undefined;
   }
 
-  backends(): Iterable<Backend> {
+  backends(): Iterable<Backend<L>> {
     return this.#backends.values();
   }
 
@@ -469,7 +472,7 @@ export class Channel {
     }
     for (const [key, endpoint] of next) {
       if (this.#backends.has(key)) continue;
-      let backend: Backend | undefined;
+      let backend: Backend<L> | undefined;
       const connection = this.#createLink({
         address: endpoint.address,
         // Only while it is this key's backend: a link closed by a removal may still report.
@@ -504,7 +507,7 @@ export class Channel {
     this.#rebuild();
   }
 
-  #onHealth(backend: Backend, health: Health, detail: string): void {
+  #onHealth(backend: Backend<L>, health: Health, detail: string): void {
     if (this.#backends.get(backend.key) !== backend || backend.health === "unchecked") return;
     const previous = backend.health;
     backend.health = health;
@@ -513,7 +516,7 @@ export class Channel {
     if (health !== previous) this.#rebuild();
   }
 
-  #onOrcaReport(backend: Backend, report: OrcaLoadReport): void {
+  #onOrcaReport(backend: Backend<L>, report: OrcaLoadReport): void {
     if (this.#backends.get(backend.key) !== backend) return;
     // A new map per report: the resume policy drops its provisional scores when the object changes.
     backend.skills = skillsFromNamedMetrics(report.namedMetrics, this.#o.maxSkillClasses);
@@ -540,7 +543,7 @@ export class Channel {
     if (ejected.length > 0 || returned.length > 0) this.#rebuild();
   }
 
-  #onBackendState(backend: Backend, state: BackendState): void {
+  #onBackendState(backend: Backend<L>, state: BackendState): void {
     if (state.kind === "ready") backend.failedSinceReady = false;
     if (state.kind === "transient-failure") {
       backend.failedSinceReady = true;
@@ -582,8 +585,8 @@ export class Channel {
   }
 
   #rebuild(): void {
-    const ready: Backend[] = [];
-    const asleep: Backend[] = [];
+    const ready: Backend<L>[] = [];
+    const asleep: Backend<L>[] = [];
     let pending = 0;
     for (const b of this.#backends.values()) {
       const s = b.connection.state;

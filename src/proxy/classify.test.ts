@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { createClassifier, MAX_CLASS_LENGTH, parseClassifierConfig } from "./classify.ts";
+import { lookupOfRecord } from "./headers.ts";
 
 const classify = (raw: unknown, headers: Record<string, string>) =>
-  createClassifier(parseClassifierConfig(raw, "classifier"))(headers);
+  createClassifier(parseClassifierConfig(raw, "classifier"))(lookupOfRecord(headers));
 
 describe("request classifier", () => {
   it('reads a header, and a call without it gets the class ""', () => {

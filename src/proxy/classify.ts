@@ -1,5 +1,5 @@
-import type http2 from "node:http2";
 import { ConfigError } from "../core/errors.ts";
+import type { HeaderLookup } from "./headers.ts";
 
 /**
  * The request classifier of the `resume` policy (DESIGN.md, "Résumé-based affinity"): what makes two
@@ -22,32 +22,26 @@ export type ClassifierConfig =
   | { readonly regex: string; readonly from: string };
 
 /** Computes a call's class from its request headers. */
-export type Classifier = (headers: http2.IncomingHttpHeaders) => string;
+export type Classifier = (header: HeaderLookup) => string;
 
 export const MAX_CLASS_LENGTH = 128;
 
-type Source = (headers: http2.IncomingHttpHeaders) => string | undefined;
+type Source = (header: HeaderLookup) => string | undefined;
 
 function headerSource(name: string): Source {
   const key = name.toLowerCase();
-  return (headers) => {
-    const v = headers[key];
-    return Array.isArray(v) ? v[0] : v;
-  };
+  return (header) => header(key);
 }
 
-const authoritySource: Source = (headers) => {
-  const raw = headers[":authority"] ?? headers.host;
-  if (typeof raw !== "string") return undefined;
+const authoritySource: Source = (header) => {
+  const raw = header(":authority") ?? header("host");
+  if (raw === undefined) return undefined;
   // Strip a port (not inside an IPv6 literal's brackets) and a leading "www.".
   const host = raw.toLowerCase().replace(/:\d+$/, "");
   return host.startsWith("www.") ? host.slice(4) : host;
 };
 
-const methodSource: Source = (headers) => {
-  const path = headers[":path"];
-  return typeof path === "string" ? path : undefined;
-};
+const methodSource: Source = (header) => header(":path");
 
 /** Printable ASCII without control characters: always a valid HTTP/2 header value. */
 const SAFE = /^[\x20-\x7e]*$/;

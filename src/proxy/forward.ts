@@ -9,6 +9,7 @@ import type { RetryThrottle } from "../core/retry-throttle.ts";
 import { type CallStatus, Status, type StatusCode } from "../core/status.ts";
 import type { Classifier } from "./classify.ts";
 import { grpcStatusOf, statusFromRstCode, statusTrailers, trailersOnly } from "./grpc-response.ts";
+import { lookupOfRecord } from "./headers.ts";
 
 /**
  * Longest an idempotent call's first response message is held back waiting for its trailers (see
@@ -175,7 +176,7 @@ class ForwardedCall {
     if (classify !== undefined) {
       const headers = this.#headers;
       delete headers[CLASS_HEADER];
-      headers[CLASS_HEADER] = classify(headers);
+      headers[CLASS_HEADER] = classify(lookupOfRecord(headers));
     }
     this.#pickAndStart();
   }

@@ -7,9 +7,11 @@ import { StaticDiscovery } from "../discovery/static.ts";
 import { createGrpcHealthChecker, type GrpcHealthOptions } from "../health/grpc-health.ts";
 import { createOrcaClient, type OrcaClientOptions } from "../health/orca-client.ts";
 import type { BackendConnectionOptions } from "../platform/backend-connection.ts";
+import { FrameBackend } from "../platform/h2-backend.ts";
 import { systemClock, systemRandom } from "../platform/system.ts";
 import type { Classifier } from "./classify.ts";
 import type { ForwardOptions } from "./forward.ts";
+import { startFrameProxyServer } from "./frame-server.ts";
 import {
   createRouter,
   DEFAULT_CLUSTER,
@@ -17,7 +19,7 @@ import {
   type Router,
   type RoutingConfig,
 } from "./routes.ts";
-import { type CallTarget, type FrontLimits, type ProxyServer, startProxyServer } from "./server.ts";
+import type { CallTarget, FrontLimits, ProxyServer } from "./server.ts";
 
 /** Defaults of the data path; documented in docs/configuration.md. */
 export const defaultForwardSettings = {
@@ -135,7 +137,7 @@ class Cluster implements CallTarget {
   readonly name: string;
   /** As last configured (reconfigure updates it for a kept cluster). */
   options: ClusterOptions;
-  readonly channel: Channel;
+  readonly channel: Channel<FrameBackend>;
   readonly throttle: RetryThrottle;
   forward: ForwardOptions;
   readonly #discovery: StaticDiscovery;
@@ -162,7 +164,7 @@ class Cluster implements CallTarget {
       target: "static",
       policy: options.policy,
       deps,
-      ...(o.connection ? { connection: o.connection } : {}),
+      createConnection: (link) => new FrameBackend({ ...o.connection, ...link }),
       ...(options.healthCheck
         ? { healthChecker: createGrpcHealthChecker({ ...o.connection, ...options.healthCheck }) }
         : {}),
@@ -310,10 +312,10 @@ export async function startLb(o: LbOptions): Promise<Lb> {
     for (const key of keys) if (!kept.has(key)) o.onChannelEvent?.({ kind: "backend-removed", key }, name);
   };
 
-  const server = await startProxyServer({
+  const server = await startFrameProxyServer({
     listen: o.listen,
-    route: (path, headers) => {
-      const routed: RouteResult<Cluster> = router.route(path, headers);
+    route: (path, header) => {
+      const routed: RouteResult<Cluster> = router.route(path, header);
       if (routed.kind === "cluster") routed.target.opened();
       return routed;
     },

@@ -1,5 +1,6 @@
 import { ConfigError } from "../core/errors.ts";
 import { Status, type StatusCode } from "../core/status.ts";
+import type { HeaderLookup } from "./headers.ts";
 
 /**
  * Routes of `roster lb` (docs/configuration.md, "Routes and clusters"): which named cluster a call
@@ -193,7 +194,7 @@ export type RequestHeaders = Readonly<Record<string, string | string[] | undefin
 /** A compiled route table. Immutable: a new configuration makes a new router. */
 export interface Router<T> {
   /** The cluster of a call. Synchronous, total, never throws; no allocation unless nothing matches. */
-  route(path: string, headers: RequestHeaders): RouteResult<T>;
+  route(path: string, header: HeaderLookup): RouteResult<T>;
 }
 
 type Result<T> = Extract<RouteResult<T>, { kind: "cluster" }>;
@@ -278,7 +279,7 @@ export function createRouter<T>(config: RoutingConfig, targets: ReadonlyMap<stri
   const clusterNames = [...targets.keys()].join(", ");
 
   return {
-    route(path, headers) {
+    route(path, header) {
       // Bounded by the number of routes.
       let unknown: string | undefined;
       for (const r of routes) {
@@ -286,8 +287,7 @@ export function createRouter<T>(config: RoutingConfig, targets: ReadonlyMap<stri
         if (r.methodPrefix !== undefined && !path.startsWith(r.methodPrefix)) continue;
         let value: string | undefined;
         if (r.header !== undefined) {
-          const v = headers[r.header];
-          value = typeof v === "string" ? v : v?.[0];
+          value = header(r.header);
           if (value === undefined) continue;
           if (r.test !== undefined && !r.test(value)) continue;
         }

@@ -3,10 +3,12 @@ import net from "node:net";
 import type { Channel } from "../channel/channel.ts";
 import { type Address, formatAddress } from "../core/endpoint.ts";
 import { Status } from "../core/status.ts";
+import type { FrameBackend } from "../platform/h2-backend.ts";
 import { systemClock } from "../platform/system.ts";
 import { type ForwardOptions, forwardCall } from "./forward.ts";
 import { defaultFrontKeepalive, type FrontKeepalive, watchFrontKeepalive } from "./front-keepalive.ts";
 import { encodeGrpcMessage, trailersOnly } from "./grpc-response.ts";
+import { type HeaderLookup, lookupOfRecord } from "./headers.ts";
 import type { RouteResult } from "./routes.ts";
 
 /** Limits of the front (client-facing) HTTP/2 connections. */
@@ -46,7 +48,7 @@ export const defaultFrontLimits: FrontLimits = {
 
 /** Where a call goes: its cluster's channel and that cluster's forward settings. */
 export interface CallTarget {
-  readonly channel: Channel;
+  readonly channel: Channel<FrameBackend>;
   readonly forward: ForwardOptions;
 }
 
@@ -57,7 +59,7 @@ export interface ProxyServerOptions {
    * synchronous, never throws. The owner may swap the route table behind it at any time (config
    * reload): a stream keeps the target it was given. `none` is answered trailers-only with its status.
    */
-  readonly route: (path: string, headers: http2.IncomingHttpHeaders) => RouteResult<CallTarget>;
+  readonly route: (path: string, header: HeaderLookup) => RouteResult<CallTarget>;
   /** A call no route took was answered with `code`. */
   readonly onNoRoute?: (code: number) => void;
   readonly limits?: Partial<FrontLimits>;
@@ -170,7 +172,7 @@ export async function startProxyServer(o: ProxyServerOptions): Promise<ProxyServ
         return;
       }
       const path = headers[":path"];
-      const routed = o.route(typeof path === "string" ? path : "", headers);
+      const routed = o.route(typeof path === "string" ? path : "", lookupOfRecord(headers));
       if (routed.kind === "none") {
         stream.on("error", () => {});
         stream.respond(trailersOnly({ code: routed.code, message: routed.message }), { endStream: true });
