@@ -28,6 +28,7 @@ import {
 import { DynamicTable, ENTRY_OVERHEAD } from "./hpack-table.ts";
 import { huffmanDecode, huffmanDecodedLength, huffmanEncode, huffmanEncodedLength } from "./huffman.ts";
 import { latin1String, writeLatin1 } from "./latin1.ts";
+import { cachedString, MAX_CACHED } from "./string-cache.ts";
 
 export type HpackError = { kind: "compression-error"; message: string };
 export type HpackResult =
@@ -296,11 +297,15 @@ export class HpackDecoder {
       return undefined;
     }
     cursor = to;
-    if (huffman === 0) return latin1String(src, from, to);
-    const s = huffmanDecode(src, from, to);
+    const s =
+      length <= MAX_CACHED
+        ? cachedString(src, from, to, huffman !== 0)
+        : huffman === 0
+          ? latin1String(src, from, to)
+          : huffmanDecode(src, from, to);
     if (s === undefined)
       this.#stringError = "invalid Huffman code (EOS, or padding not all ones or over 7 bits)";
-    // huffmanDecode does not touch `cursor`.
+    // The string functions do not touch `cursor`.
     return s;
   }
 
