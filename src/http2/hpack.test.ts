@@ -546,6 +546,77 @@ describe("header list size limit", () => {
   });
 });
 
+// ---- caches --------------------------------------------------------------------------------------
+
+describe("caches", () => {
+  test("a raw literal and a Huffman literal with the same wire bytes decode to their own strings", () => {
+    const code = "f1e3c2e5f23a6ba0ab90f4ff"; // Huffman of www.example.com
+    const raw = Buffer.from(code, "hex").toString("latin1");
+    const d = new HpackDecoder();
+    for (let k = 0; k < 3; k++) {
+      // literal without indexing, name index 1 (:authority): Huffman value, then the same bytes raw
+      assert.deepEqual(ok(d.decode(hex(`01 8c${code} 01 0c${code}`))), [
+        ":authority",
+        "www.example.com",
+        ":authority",
+        raw,
+      ]);
+    }
+  });
+
+  test("thousands of distinct literals, decoded twice in different orders, all come back right", () => {
+    const random = new SeededRandom(5);
+    const values: string[] = [];
+    for (let i = 0; i < 5000; i++)
+      values.push(randomString(random, 1 + Math.floor(random.next() * 40), 32, 95));
+    const e = new HpackEncoder();
+    const d = new HpackDecoder();
+    for (const order of [values, [...values].reverse()]) {
+      for (let i = 0; i < order.length; i += 10) {
+        // grpc-timeout: never indexed, so every value travels as a literal.
+        const list = order.slice(i, i + 10).flatMap((v) => ["grpc-timeout", v]);
+        assert.deepEqual(ok(d.decode(e.encode(list))), list);
+      }
+    }
+  });
+
+  test("the encoder's memo of an exact match is not used once the entry is evicted", () => {
+    // user-agent has a static name, so what the encoder knows of it outlives its dynamic entries.
+    const e = new HpackEncoder({ maxTableSize: 100 });
+    const d = new HpackDecoder();
+    const lists = [
+      ["user-agent", "1"],
+      ["user-agent", "1"],
+      ["x-b", "2"],
+      ["x-c", "3"],
+      ["user-agent", "1"],
+      ["user-agent", "1"],
+    ];
+    for (const list of lists) {
+      assert.deepEqual(ok(d.decode(e.encode(list))), list);
+      assert.deepEqual(d.tableSnapshot(), e.tableSnapshot());
+    }
+    // x-c evicted the first user-agent entry; the fifth block inserted it again (then x-b went).
+    assert.deepEqual(
+      e.tableSnapshot().entries.map(([n]) => n),
+      ["user-agent", "x-c"],
+    );
+  });
+
+  test("a repeated never-indexed or per-call value is re-sent in full each time", () => {
+    const e = new HpackEncoder();
+    const d = new HpackDecoder();
+    const a = e.encode(["grpc-timeout", "1S", "authorization", "Bearer x"]);
+    const b = e.encode(["grpc-timeout", "1S", "authorization", "Bearer x"]);
+    const c = e.encode(["grpc-timeout", "2S", "authorization", "Bearer y"]);
+    assert.equal(toHex(a), toHex(b));
+    assert.notEqual(toHex(b), toHex(c));
+    for (const block of [a, b])
+      assert.deepEqual(ok(d.decode(block)), ["grpc-timeout", "1S", "authorization", "Bearer x"]);
+    assert.deepEqual(ok(d.decode(c)), ["grpc-timeout", "2S", "authorization", "Bearer y"]);
+  });
+});
+
 // ---- round trips ---------------------------------------------------------------------------------
 
 const NAMES = [
