@@ -225,7 +225,7 @@ export class HpackDecoder {
         // The strings are needed: for the table, or for the list.
         let name: string;
         if (nameIndex === 0) {
-          const s = this.#readString(src, pos, end);
+          const s = this.#readString(src, pos, end, true);
           if (s === undefined) return fail(`literal field name: ${this.#stringError}`);
           name = s;
           pos = cursor;
@@ -237,7 +237,8 @@ export class HpackDecoder {
             return fail(`name index ${nameIndex} past the end of the table (${table.count} dynamic entries)`);
           name = table.name(d);
         }
-        const value = this.#readString(src, pos, end);
+        // A never-indexed value (a credential) stays out of the shared string cache.
+        const value = this.#readString(src, pos, end, (b & 0xf0) !== 0x10);
         if (value === undefined) return fail(`literal field value: ${this.#stringError}`);
         pos = cursor;
         const entrySize = name.length + value.length + ENTRY_OVERHEAD;
@@ -279,7 +280,7 @@ export class HpackDecoder {
   }
 
   /** Reads a string literal (§5.2) at src[pos]; sets `cursor` after it, or returns undefined. */
-  #readString(src: Uint8Array, pos: number, end: number): string | undefined {
+  #readString(src: Uint8Array, pos: number, end: number, cache: boolean): string | undefined {
     if (pos >= end) {
       this.#stringError = "string missing at block end";
       return undefined;
@@ -298,7 +299,7 @@ export class HpackDecoder {
     }
     cursor = to;
     const s =
-      length <= MAX_CACHED
+      cache && length <= MAX_CACHED
         ? cachedString(src, from, to, huffman !== 0)
         : huffman === 0
           ? latin1String(src, from, to)
