@@ -28,6 +28,7 @@ import {
 import { DynamicTable, ENTRY_OVERHEAD } from "./hpack-table.ts";
 import { huffmanDecode, huffmanDecodedLength, huffmanEncode, huffmanEncodedLength } from "./huffman.ts";
 import { latin1String, writeLatin1 } from "./latin1.ts";
+import { cachedString, MAX_CACHED } from "./string-cache.ts";
 
 export type HpackError = { kind: "compression-error"; message: string };
 export type HpackResult =
@@ -224,7 +225,7 @@ export class HpackDecoder {
         // The strings are needed: for the table, or for the list.
         let name: string;
         if (nameIndex === 0) {
-          const s = this.#readString(src, pos, end);
+          const s = this.#readString(src, pos, end, true);
           if (s === undefined) return fail(`literal field name: ${this.#stringError}`);
           name = s;
           pos = cursor;
@@ -236,7 +237,8 @@ export class HpackDecoder {
             return fail(`name index ${nameIndex} past the end of the table (${table.count} dynamic entries)`);
           name = table.name(d);
         }
-        const value = this.#readString(src, pos, end);
+        // A never-indexed value (a credential) stays out of the shared string cache.
+        const value = this.#readString(src, pos, end, (b & 0xf0) !== 0x10);
         if (value === undefined) return fail(`literal field value: ${this.#stringError}`);
         pos = cursor;
         const entrySize = name.length + value.length + ENTRY_OVERHEAD;
@@ -278,7 +280,7 @@ export class HpackDecoder {
   }
 
   /** Reads a string literal (§5.2) at src[pos]; sets `cursor` after it, or returns undefined. */
-  #readString(src: Uint8Array, pos: number, end: number): string | undefined {
+  #readString(src: Uint8Array, pos: number, end: number, cache: boolean): string | undefined {
     if (pos >= end) {
       this.#stringError = "string missing at block end";
       return undefined;
@@ -296,11 +298,15 @@ export class HpackDecoder {
       return undefined;
     }
     cursor = to;
-    if (huffman === 0) return latin1String(src, from, to);
-    const s = huffmanDecode(src, from, to);
+    const s =
+      cache && length <= MAX_CACHED
+        ? cachedString(src, from, to, huffman !== 0)
+        : huffman === 0
+          ? latin1String(src, from, to)
+          : huffmanDecode(src, from, to);
     if (s === undefined)
       this.#stringError = "invalid Huffman code (EOS, or padding not all ones or over 7 bits)";
-    // huffmanDecode does not touch `cursor`.
+    // The string functions do not touch `cursor`.
     return s;
   }
 
@@ -350,16 +356,65 @@ const MAX_INDEXED_VALUE = 256;
 const MAX_INDEXED_BIN_VALUE = 64;
 
 /** What the encoder knows about one name: its static entries, its mode and its dynamic entries. */
-interface NameInfo {
+class NameInfo {
   /** Lowest static index with this name, 0 if none. */
   readonly staticIndex: number;
+  /** The value of the name's only static entry, or undefined (none, or several: see staticValues). */
+  readonly staticValue: string | undefined;
+  /** Static (value → index) when the name has several static entries (:method, :path, :status…). */
   readonly staticValues: ReadonlyMap<string, number> | undefined;
   readonly mode: number;
   /** Sequence number of the newest dynamic entry with this name, -1 if none. */
-  latest: number;
-  /** Dynamic entries with this name: value → sequence number. */
-  readonly values: Map<string, number>;
+  latest = -1;
+  /** Dynamic entries with this name: value → sequence number (made on first insertion). */
+  values: Map<string, number> | undefined = undefined;
+  /**
+   * The last exact match found for this name: most names carry one value call after call, and a
+   * string compare (often of the very same string object) is cheaper than a Map lookup. A static
+   * match has memoStatic > 0; a dynamic one is valid while memoSeq >= the table's evicted count.
+   */
+  memoValue: string | undefined = undefined;
+  memoStatic = 0;
+  memoSeq = -1;
+  /** The name as an encoded string literal, kept for names sent as literals every time (grpc-timeout). */
+  literal: Uint8Array | undefined = undefined;
+  /** The last value sent as a literal without indexing, and its encoding: per-call values often repeat. */
+  lastValue: string | undefined = undefined;
+  lastValueLiteral: Uint8Array | undefined = undefined;
+
+  constructor(staticIndex: number, staticValues: ReadonlyMap<string, number> | undefined, mode: number) {
+    this.staticIndex = staticIndex;
+    this.mode = mode;
+    if (staticValues !== undefined && staticValues.size === 1) {
+      this.staticValue = staticValues.keys().next().value;
+      this.staticValues = undefined;
+    } else {
+      this.staticValue = undefined;
+      this.staticValues = staticValues;
+    }
+  }
+
+  /** Index of a static entry with exactly this value, or 0. */
+  staticExact(value: string): number {
+    if (this.staticValue !== undefined) return value === this.staticValue ? this.staticIndex : 0;
+    return this.staticValues?.get(value) ?? 0;
+  }
 }
+
+/** The string literal encoding of `s`, for the encoder's per-name caches. */
+function literalBytes(s: string): Uint8Array {
+  const scratch = new Uint8Array(s.length + 6);
+  return scratch.slice(0, writeString(scratch, 0, s));
+}
+
+/** Copies a cached literal; short, so a loop beats set() (which needs a view). */
+function copyInto(out: Uint8Array, pos: number, bytes: Uint8Array): number {
+  for (let k = 0; k < bytes.length; k++) out[pos + k] = bytes[k]!;
+  return pos + bytes.length;
+}
+
+/** Values up to this length have their no-index literal cached per name. */
+const MAX_CACHED_VALUE = 32;
 
 /** Room a field can take besides its strings: 1 prefix byte + 5 length bytes, three times over. */
 const FIELD_OVERHEAD = 24;
@@ -384,24 +439,10 @@ export class HpackEncoder {
       this.#pendingFinal = initial;
     }
     for (const [name, s] of STATIC_BY_NAME) {
-      this.#names.set(name, {
-        staticIndex: s.index,
-        staticValues: s.values,
-        mode: NAME_MODES.get(name) ?? MODE_INDEX,
-        latest: -1,
-        values: new Map(),
-      });
+      this.#names.set(name, new NameInfo(s.index, s.values, NAME_MODES.get(name) ?? MODE_INDEX));
     }
     for (const [name, mode] of NAME_MODES) {
-      if (!this.#names.has(name)) {
-        this.#names.set(name, {
-          staticIndex: 0,
-          staticValues: undefined,
-          mode,
-          latest: -1,
-          values: new Map(),
-        });
-      }
+      if (!this.#names.has(name)) this.#names.set(name, new NameInfo(0, undefined, mode));
     }
   }
 
@@ -447,13 +488,28 @@ export class HpackEncoder {
       if (info !== undefined) {
         mode = info.mode;
         if (mode === MODE_INDEX) {
-          const s = info.staticValues?.get(value);
-          if (s !== undefined) {
+          if (value === info.memoValue) {
+            if (info.memoStatic !== 0) {
+              out[pos++] = 0x80 | info.memoStatic;
+              continue;
+            }
+            if (info.memoSeq >= table.evicted) {
+              pos = writeInteger(out, pos, 0x80, 0x7f, STATIC_TABLE_LENGTH + table.inserted - info.memoSeq);
+              continue;
+            }
+          }
+          const s = info.staticExact(value);
+          if (s !== 0) {
+            info.memoValue = value;
+            info.memoStatic = s;
             pos = writeInteger(out, pos, 0x80, 0x7f, s);
             continue;
           }
-          const seq = info.values.get(value);
+          const seq = info.values?.get(value);
           if (seq !== undefined) {
+            info.memoValue = value;
+            info.memoStatic = 0;
+            info.memoSeq = seq;
             pos = writeInteger(out, pos, 0x80, 0x7f, STATIC_TABLE_LENGTH + table.inserted - seq);
             continue;
           }
@@ -477,18 +533,38 @@ export class HpackEncoder {
 
       if (mode === MODE_INDEX) {
         pos = writeInteger(out, pos, 0x40, 0x3f, nameIndex);
-      } else {
-        pos = writeInteger(out, pos, mode === MODE_NEVER_INDEX ? 0x10 : 0x00, 0x0f, nameIndex);
+        if (nameIndex === 0) pos = writeString(out, pos, name);
+        pos = writeString(out, pos, value);
+        this.#insert(name, value, entrySize, info);
+        continue;
       }
-      if (nameIndex === 0) pos = writeString(out, pos, name);
-      pos = writeString(out, pos, value);
-      if (mode === MODE_INDEX) this.#insert(name, value, entrySize, info);
+      pos = writeInteger(out, pos, mode === MODE_NEVER_INDEX ? 0x10 : 0x00, 0x0f, nameIndex);
+      if (info === undefined || info.mode === MODE_INDEX) {
+        // A name sent without indexing only for its value's size: no caches.
+        if (nameIndex === 0) pos = writeString(out, pos, name);
+        pos = writeString(out, pos, value);
+        continue;
+      }
+      // grpc-timeout, content-length, credentials: the same name, and often the same value, each call.
+      if (nameIndex === 0) {
+        info.literal ??= literalBytes(name);
+        pos = copyInto(out, pos, info.literal);
+      }
+      if (value === info.lastValue) {
+        pos = copyInto(out, pos, info.lastValueLiteral!);
+      } else if (value.length <= MAX_CACHED_VALUE && mode === MODE_NO_INDEX) {
+        info.lastValue = value;
+        info.lastValueLiteral = literalBytes(value);
+        pos = copyInto(out, pos, info.lastValueLiteral);
+      } else {
+        pos = writeString(out, pos, value);
+      }
     }
     const block = Buffer.allocUnsafe(pos);
-    block.set(out.subarray(0, pos));
+    if (pos <= 64) for (let k = 0; k < pos; k++) block[k] = out[k]!;
+    else block.set(out.subarray(0, pos));
     return block;
   }
-
   #grow(room: number, pos: number): Uint8Array {
     const bigger = new Uint8Array(Math.max(room, this.#buf.length * 2));
     bigger.set(this.#buf.subarray(0, pos));
@@ -504,12 +580,13 @@ export class HpackEncoder {
     let info = known;
     if (info === undefined || !this.#names.has(name)) {
       // Unknown name, or its NameInfo was dropped by the eviction just made.
-      info = { staticIndex: 0, staticValues: undefined, mode: MODE_INDEX, latest: -1, values: new Map() };
+      info = new NameInfo(0, undefined, MODE_INDEX);
       this.#names.set(name, info);
     }
     const seq = table.inserted;
     table.add(name, value, entrySize);
     info.latest = seq;
+    info.values ??= new Map();
     info.values.set(value, seq);
   }
 
@@ -520,7 +597,7 @@ export class HpackEncoder {
     const info = this.#names.get(name);
     if (info !== undefined) {
       const value = table.oldestValue();
-      if (info.values.get(value) === seq) info.values.delete(value);
+      if (info.values?.get(value) === seq) info.values.delete(value);
       if (info.latest === seq) {
         // FIFO: every older entry with this name is gone already.
         info.latest = -1;
