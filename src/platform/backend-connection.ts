@@ -10,7 +10,7 @@ import { systemRandom } from "./system.ts";
  *
  * State machine (tagged union, one place):
  *
- *   idle ──start()──▶ connecting ──first session got the peer's SETTINGS──▶ ready
+ *   idle ──start()──▶ connecting ──first session connected──▶ ready
  *     ready ──all sessions gone──▶ transient-failure ──backoff timer──▶ connecting
  *     connecting ──connect error──▶ transient-failure
  *     transient-failure ──connectNow()──▶ connecting   (the backoff step ends early; backoff not reset)
@@ -182,10 +182,7 @@ export class BackendConnection {
         session.destroy(new Error(`connect timed out after ${this.#o.connectTimeoutMs ?? 5000} ms`));
     }, this.#o.connectTimeoutMs ?? 5000);
     connectTimer.unref();
-    // Ready on the peer's first SETTINGS, not on TCP connect (as grpc-js does): a port that accepts and
-    // closes at once (a process that is not an HTTP/2 server, a TCP proxy before a dead backend) is a
-    // failed attempt, not a ready backend that takes calls and loses them.
-    session.once("remoteSettings", () => {
+    session.once("connect", () => {
       clearTimeout(connectTimer);
       // close()/destroy() may have come while connecting: the session is no use then (and Node throws
       // ERR_HTTP2_INVALID_SESSION from setLocalWindowSize on it).
