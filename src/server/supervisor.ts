@@ -111,7 +111,9 @@ interface Slot {
    * The endpoint of its worker that died unexpectedly, kept among the front's backends until a
    * successor is ready: calls then wait in the front's queue for the restarted worker (bounded by
    * their deadline and queueTimeoutMs) rather than fail at once with "no backends" when it was the
-   * last one. Its connection fails (the socket is gone), so it never gets a call.
+   * last one. Its connection fails (the socket is gone), so it never gets a call. Under its own key
+   * ("worker-N.G (restarting)"): the dead worker's backend leaves the channel at once, as before, so
+   * no call is sent on its connection before that connection has noticed the death.
    */
   standIn: Endpoint | undefined;
 }
@@ -267,7 +269,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
         ),
       );
       if (!expected && slot.proc === proc && wasState === "ready" && lb !== undefined)
-        slot.standIn = endpoint;
+        slot.standIn = { ...endpoint, key: `${endpoint.key} (restarting)` };
       if (wasState === "ready") publish();
       if (!expected && slot.proc === proc) scheduleRestart(slot);
     });
