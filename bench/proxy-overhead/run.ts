@@ -4,7 +4,7 @@
 //     [--connections 4] [--streams 32] [--size 64] [--paths direct,roster,nginx,haproxy]
 //     [--unloaded] [--out FILE.json]
 //
-// Method (docs: /work/shared/BENCHMARKING.md, bench/proxy-overhead/README.md): two grpc-js Echo
+// Method (docs: docs/benchmarks.md ("Method"), bench/proxy-overhead/README.md): two grpc-js Echo
 // backends and h2load on core 0, the proxy alone on core 1; warm-up before every measured run;
 // rounds alternate the paths; medians of the runs; CPU per call from /proc; grpc-status checked with
 // a grpc-js client and calls counted at the backends, because h2load counts any HTTP 200 as success.

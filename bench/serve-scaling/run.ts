@@ -9,7 +9,7 @@
 // cluster module, N grpc-js workers on a shared port: it balances connections, not calls). The load is
 // a grpc-js client in this process, closed loop at --concurrency calls in flight over --connections
 // channels. Rounds alternate the configurations; each run has its own warm-up; the table shows medians.
-// Method: /work/shared/BENCHMARKING.md; reading: bench/serve-scaling/README.md.
+// Method: docs/benchmarks.md ("Method"); reading: bench/serve-scaling/README.md.
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";

@@ -33,7 +33,7 @@ program
   .option("-b, --backend <address>", "a backend HOST:PORT or unix:PATH; repeat for each backend", collect)
   .option(
     "-p, --policy <name>",
-    "load-balancing policy: least_request (default), round_robin, pick_first, peak_ewma (ring_hash needs --config for its hashKey)",
+    "load-balancing policy: least_request (default), round_robin, pick_first, peak_ewma, weighted_round_robin (weights from ORCA load reports), resume (résumé affinity; its classifier is set in --config); ring_hash needs --config for its hashKey",
   )
   .option("-a, --admin <address>", "admin HTTP address serving /metrics, /status, /healthz")
   .option("--log-level <level>", "trace, debug, info (default), warn, error, silent")

@@ -73,14 +73,14 @@ export async function runServe(module: string, flags: ServeFlags): Promise<void>
       onEvent: (e) => {
         switch (e.kind) {
           case "worker-ready":
-            log.info({ worker: e.worker, pid: e.pid }, `worker ${e.worker} is serving`);
+            log.info({ worker: e.worker, workerPid: e.workerPid }, `worker ${e.worker} is serving`);
             break;
           case "worker-exited":
             if (e.expected) log.info({ ...e }, `worker ${e.worker} exited`);
             else
               log.error(
                 { ...e },
-                `worker ${e.worker} (pid ${e.pid}) died: ${e.signal ?? `exit code ${e.code}`}`,
+                `worker ${e.worker} (pid ${e.workerPid}) died: ${e.signal ?? `exit code ${e.code}`}`,
               );
             break;
           case "worker-restart-scheduled":

@@ -67,7 +67,8 @@ export function lbHooks(log: Logger, metrics: ProxyMetrics): LbHooks {
           break;
       }
     },
-    onFrontEvent: (message, fields) => log.warn(fields ?? {}, message),
+    onFrontEvent: (message, fields, level) =>
+      level === "debug" ? log.debug(fields ?? {}, message) : log.warn(fields ?? {}, message),
     onConnection: (delta) => (delta > 0 ? metrics.frontConnections.inc() : metrics.frontConnections.dec()),
   };
 }

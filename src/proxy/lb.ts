@@ -88,7 +88,7 @@ export interface LbOptions {
   readonly onCallEnd?: ForwardOptions["onCallEnd"];
   readonly onRetry?: ForwardOptions["onRetry"];
   readonly onChannelEvent?: (event: ChannelEvent, cluster: string) => void;
-  readonly onFrontEvent?: (message: string, fields?: Record<string, unknown>) => void;
+  readonly onFrontEvent?: (message: string, fields?: Record<string, unknown>, level?: "debug") => void;
   readonly onConnection?: (delta: 1 | -1) => void;
 }
 

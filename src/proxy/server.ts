@@ -64,8 +64,11 @@ export interface ProxyServerOptions {
   readonly onNoRoute?: (code: number) => void;
   readonly limits?: Partial<FrontLimits>;
   readonly onConnection?: (delta: 1 | -1) => void;
-  /** Something worth a log line happened at the front (rejected request, protocol error). */
-  readonly onFrontEvent?: (message: string, fields?: Record<string, unknown>) => void;
+  /**
+   * Something worth a log line happened at the front (rejected request, protocol error). `level` is
+   * "debug" for what is routine and harmless (a TCP probe that connects and sends nothing); absent: warn.
+   */
+  readonly onFrontEvent?: (message: string, fields?: Record<string, unknown>, level?: "debug") => void;
 }
 
 export interface ProxyServer {
@@ -189,8 +192,13 @@ export async function startProxyServer(o: ProxyServerOptions): Promise<ProxyServ
     socket.on("error", () => {});
     unclassified.add(socket);
     socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
-    socket.once("close", () => unclassified.delete(socket));
     let head: Buffer = Buffer.alloc(0);
+    socket.once("close", () => {
+      // A TCP health probe (a port check) connects and closes without a byte: routine, not a warning.
+      if (unclassified.delete(socket) && head.length === 0) {
+        o.onFrontEvent?.("a connection closed before sending any bytes (a TCP probe?)", {}, "debug");
+      }
+    });
     const onData = (chunk: Buffer) => {
       head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
       const n = Math.min(head.length, PREFACE.length);

@@ -18,7 +18,12 @@ export type WorkerMessage =
   /** Serving: health says SERVING on every service; calls may be sent to `socket`. */
   | { type: "ready"; socket: string; idempotentPaths: string[]; services: string[] }
   /** Cannot start (bad module, bind failure): the message is for the user, as is. */
-  | { type: "fatal"; message: string };
+  | { type: "fatal"; message: string }
+  /**
+   * Got SIGTERM itself (alone, or with its whole process group, as systemd and container runtimes
+   * send it): asks the supervisor to drain it, so that it leaves the balancer before its socket closes.
+   */
+  | { type: "leaving" };
 
 export type SupervisorMessage =
   /** Report NOT_SERVING on health; keep serving calls. */

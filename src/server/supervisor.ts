@@ -19,6 +19,7 @@ import type { SupervisorMessage, WorkerConfig, WorkerMessage } from "./protocol.
  *
  *   starting ──"ready" (health SERVING)──▶ ready ──drain()──▶ draining ──exit──▶ exited
  *   starting/ready ──unexpected exit──▶ exited ──backoff──▶ (new process) starting
+ *   ready ──"leaving" (it got SIGTERM)──▶ drain() ──exit──▶ exited ──(not stopping)──▶ (new process) starting
  *
  * A worker receives calls only once it said "ready", which it says after its health service reports
  * SERVING. A crash restarts the slot with a growing backoff (100 ms doubling to 10 s); repeated crashes
@@ -57,12 +58,16 @@ export interface ServeOptions {
   readonly onEvent?: (event: ServeEvent) => void;
 }
 
+/**
+ * What the supervisor tells its owner. `workerPid` is the worker process's id (named so because a logger that
+ * spreads an event into a JSON line has its own `pid`, the supervisor's).
+ */
 export type ServeEvent =
-  | { kind: "worker-ready"; worker: number; pid: number }
+  | { kind: "worker-ready"; worker: number; workerPid: number }
   | {
       kind: "worker-exited";
       worker: number;
-      pid: number;
+      workerPid: number;
       code: number | null;
       signal: string | null;
       expected: boolean;
@@ -77,7 +82,7 @@ export type ServeEvent =
   | { kind: "worker-failed"; worker: number; message: string }
   /** `scale()` changed the number of workers by one: `from` → `to` (the target, not yet ready). */
   | { kind: "worker-added"; worker: number; from: number; to: number }
-  | { kind: "worker-removed"; worker: number; pid: number | undefined; from: number; to: number }
+  | { kind: "worker-removed"; worker: number; workerPid: number | undefined; from: number; to: number }
   | { kind: "reload"; phase: "start" | "done" | "aborted"; message?: string };
 
 export interface WorkerStatus {
@@ -242,12 +247,21 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
         proc.state = "ready";
         slot.standIn = undefined;
         for (const p of m.idempotentPaths) idempotent.add(p);
-        o.onEvent?.({ kind: "worker-ready", worker: slot.index + 1, pid: child.pid ?? 0 });
+        o.onEvent?.({ kind: "worker-ready", worker: slot.index + 1, workerPid: child.pid ?? 0 });
         resolveReady();
         publish();
       } else if (m.type === "fatal") {
         fatal = m.message;
         o.onEvent?.({ kind: "worker-failed", worker: slot.index + 1, message: m.message });
+      } else if (m.type === "leaving" && proc.state === "ready") {
+        // Out of the balancer first (drain() publishes), then "drain": its socket closes only after the
+        // front stopped using it. Sent to this worker alone, SIGTERM replaces it, as a crash would, but
+        // without a backoff; sent to the whole group, the supervisor is stopping too.
+        void drain(proc).then(() => {
+          if (stopping || slot.removed || slot.proc !== proc) return;
+          slot.restarts++;
+          slot.proc = spawnWorker(slot);
+        });
       }
     });
     child.on("error", () => {}); // 'exit' follows
@@ -258,7 +272,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
       o.onEvent?.({
         kind: "worker-exited",
         worker: slot.index + 1,
-        pid: child.pid ?? 0,
+        workerPid: child.pid ?? 0,
         code,
         signal,
         expected,
@@ -429,7 +443,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
     o.onEvent?.({
       kind: "worker-removed",
       worker: slot.index + 1,
-      pid: proc?.child.pid,
+      workerPid: proc?.child.pid,
       from,
       to: slots.length,
     });

@@ -25,6 +25,9 @@ export const workerServerOptions: grpc.ServerOptions = {
   "grpc.max_concurrent_streams": 1000,
 };
 
+/** How long a worker that got SIGTERM waits for the supervisor's "drain" before draining by itself. */
+const LEAVING_ANSWER_MS = 2000;
+
 function send(message: WorkerMessage): void {
   process.send?.(message);
 }
@@ -82,7 +85,10 @@ async function main(): Promise<void> {
     health.setStatus("", "NOT_SERVING");
     for (const s of services) health.setStatus(s.name, "NOT_SERVING");
   };
+  let draining = false;
   const drain = (graceMs: number) => {
+    if (draining) return;
+    draining = true;
     notServing();
     // ORCA streams never end by themselves; the balancer reconnects to the next worker.
     resume.close();
@@ -104,9 +110,19 @@ async function main(): Promise<void> {
     process.exit(0);
   });
   // Ctrl-C reaches the whole process group: the supervisor drives the shutdown, so SIGINT is ignored
-  // here. A SIGTERM sent to this worker alone drains it like the supervisor's request.
+  // here. A SIGTERM (to this worker alone, or to the group) asks the supervisor to drain it: it takes
+  // the worker out of the balancer, then sends "drain", so the front never dials a socket that is gone.
+  // Without a supervisor, or if it does not answer, the worker drains by itself.
+  process.on("SIGTERM", () => {
+    if (draining) return;
+    if (!process.connected) {
+      drain(10_000);
+      return;
+    }
+    send({ type: "leaving" });
+    setTimeout(() => drain(10_000), LEAVING_ANSWER_MS).unref();
+  });
   process.on("SIGINT", () => {});
-  process.on("SIGTERM", () => drain(10_000));
 }
 
 void main().catch((err: Error) => {

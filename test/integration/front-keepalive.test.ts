@@ -10,7 +10,7 @@ import { staticEndpoint } from "../../src/core/endpoint.ts";
 import { createDefaultRegistry } from "../../src/core/policies/registry.ts";
 import { ENHANCE_YOUR_CALM, type FrontKeepalive } from "../../src/proxy/front-keepalive.ts";
 import { type Lb, startLb } from "../../src/proxy/lb.ts";
-import { type EchoBackend, EchoClient, startEchoBackend } from "../support/echo-backend.ts";
+import { type EchoBackend, EchoClient, startEchoBackend, waitFor } from "../support/echo-backend.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -142,10 +142,11 @@ describe("front keepalive", () => {
   it("accepts pings at the allowed interval, and pings with calls between them", async () => {
     const lb = await lbWith({ minPingIntervalMs: 150, maxPingStrikes: 1 });
     const { session, goaways } = await open(lb.server.port!);
-    // Six pings 200 ms apart: never too soon.
+    // Six pings 600 ms apart: four times the allowed interval, so a late timer or a busy balancer cannot
+    // make two of them look too close (one more strike than allowed would close the connection).
     for (let i = 0; i < 6; i++) {
       await ping(session);
-      await sleep(200);
+      await sleep(600);
     }
     // Pings 10 ms apart, each pair with a call between: the call forgives the strike.
     for (let i = 0; i < 6; i++) {
@@ -165,19 +166,24 @@ describe("front keepalive", () => {
     const mute = net.connect(lb.server.port!, "127.0.0.1");
     mute.on("error", () => {});
     mute.resume();
+    const closedAt = new Promise<number>((r) => mute.once("close", () => r(Date.now())));
+    // Taken before the connection exists: the balancer's keepalive clock for it cannot start earlier.
+    const started = Date.now();
     await new Promise<void>((r) => mute.once("connect", () => r()));
     mute.write(Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
     mute.write(Buffer.from([0, 0, 0, 0x4, 0, 0, 0, 0, 0])); // SETTINGS, no parameters
     // A real client that answers pings (nghttp2 does so by itself) on the same balancer.
     const { session, goaways } = await open(lb.server.port!);
+    let pingsReceived = 0;
+    session.on("ping", () => pingsReceived++);
     assert.equal(await rawEcho(session, 0), "0");
-    const closedAt = new Promise<number>((r) => mute.once("close", () => r(Date.now())));
-    const started = Date.now();
-    const closed = await Promise.race([closedAt, sleep(5000).then(() => -1)]);
-    assert.notEqual(closed, -1, "the mute connection was closed within 5 s");
-    assert.ok(closed - started >= 150, `closed after ${closed - started} ms, not before the keepalive time`);
-    // The answering client is still connected after several keepalive rounds.
-    await sleep(700);
+    const closed = await Promise.race([closedAt, sleep(20_000).then(() => -1)]);
+    assert.notEqual(closed, -1, "the mute connection was not closed within 20 s");
+    // keepaliveTimeMs + keepaliveTimeoutMs = 400 ms after the connection at the earliest (timers never
+    // fire early; 50 ms of slack for clock granularity).
+    assert.ok(closed - started >= 350, `closed after ${closed - started} ms, before the keepalive time`);
+    // The answering client is still connected after several keepalive rounds, counted as they come.
+    await waitFor(() => pingsReceived >= 3, 20_000, "3 keepalive pings to the answering client");
     assert.equal(session.closed || session.destroyed, false);
     assert.deepEqual(goaways, []);
     assert.equal(await rawEcho(session, 0), "0");

@@ -4,6 +4,7 @@
 // unimplemented; the configured service name; unix sockets; connection recycling does not flap.
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
+import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -104,6 +105,39 @@ async function balancer(backends: readonly Backend[], extra: Partial<LbOptions> 
   });
   closers.push(() => lb.close(1000));
   return lb;
+}
+
+/** A TCP relay to `target` (a TCP endpoint) counting the connections it accepted. */
+async function countingRelay(target: Endpoint): Promise<{ endpoint: Endpoint; accepted(): number }> {
+  assert.equal(target.address.kind, "tcp");
+  const to = target.address as Extract<Address, { kind: "tcp" }>;
+  let accepted = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((down) => {
+    accepted++;
+    const up = net.connect(to.port, to.host);
+    for (const s of [down, up]) {
+      sockets.add(s);
+      s.on("error", () => {});
+      s.once("close", () => {
+        sockets.delete(s);
+        down.destroy();
+        up.destroy();
+      });
+    }
+    down.pipe(up).pipe(down);
+  });
+  const port = await new Promise<number>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as net.AddressInfo).port)),
+  );
+  closers.push(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return { endpoint: staticEndpoint({ kind: "tcp", host: "127.0.0.1", port }), accepted: () => accepted };
 }
 
 function client(lb: Lb): EchoClient {
@@ -334,15 +368,23 @@ describe("active health checking", () => {
       health: new HealthImplementation({ "": "SERVING" }),
       serverOptions: { "grpc.max_connection_age_ms": 300, "grpc.max_connection_age_grace_ms": 200 },
     });
+    // The balancer reaches the backend through a relay that counts connections, so the test sees the
+    // recycles happen: the data connection and the health checker's each start with one, and every
+    // recycle of either adds one.
+    const relay = await countingRelay(recycled.endpoint);
     const events: ChannelEvent[] = [];
-    const lb = await balancer([recycled], { onChannelEvent: (e) => events.push(e) });
-    await waitHealth(lb, recycled.key, "serving");
-    await sleep(2000);
+    const lb = await balancer([{ ...recycled, endpoint: relay.endpoint, key: relay.endpoint.key }], {
+      onChannelEvent: (e) => events.push(e),
+    });
+    await waitHealth(lb, relay.endpoint.key, "serving");
+    const RECYCLES = 4;
+    await waitFor(() => relay.accepted() >= 2 + RECYCLES, 20_000, `${RECYCLES} connection recycles`);
+    assert.equal(statusOf(lb, relay.endpoint.key).health, "serving");
     const healthEvents = events.filter((e) => e.kind === "backend-health");
     assert.deepEqual(
       healthEvents.map((e) => (e.kind === "backend-health" ? e.health : "")),
       ["serving"],
-      "one verdict, never not-serving, across several connection recycles",
+      `one verdict, never not-serving, across ${relay.accepted() - 2} connection recycles`,
     );
   });
 });

@@ -195,48 +195,45 @@ describe("cancellation and deadlines", () => {
     );
   });
 
-  test("a client cancelling a server stream mid-stream: the backend sees the cancellation within 1 s", async () => {
+  // The cancellation tests give calls a 60 s deadline and wait at most 10 s: only the cancellation the
+  // balancer forwards can end the backend's call in that time (not its deadline, not its end).
+  test("a client cancelling a server stream mid-stream: the backend sees the cancellation", async () => {
     const before = backend.stats().cancelled;
-    const call = client.serverStream({ count: 100_000, size: 1024, interval_ms: 5 }, { deadlineMs: 10_000 });
+    const call = client.serverStream({ count: 100_000, size: 1024, interval_ms: 5 }, { deadlineMs: 60_000 });
     let messages = 0;
     call.on("data", () => messages++);
     call.on("error", () => {});
     await waitFor(() => messages >= 10, 5000, "10 messages");
     const status = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
-    const t0 = performance.now();
     call.cancel();
-    await waitFor(() => backend.stats().cancelled > before, 1000, "the backend to see the cancellation");
-    const ms = performance.now() - t0;
-    assert.ok(ms < 1000, `${ms} ms`);
+    await waitFor(() => backend.stats().cancelled > before, 10_000, "the backend to see the cancellation");
     assert.equal((await status).code, Status.CANCELLED);
-    await waitFor(() => backend.stats().active === 0, 1000, "no call open on the backend");
+    await waitFor(() => backend.stats().active === 0, 10_000, "no call open on the backend");
     await waitFor(
       () => lb.channel.status().every((s) => s.inFlight === 0),
-      1000,
+      10_000,
       "the balancer to count no call in flight",
     );
   });
 
-  test("a client cancelling a bidi stream: the backend sees the cancellation within 1 s", async () => {
+  test("a client cancelling a bidi stream: the backend sees the cancellation", async () => {
     const before = backend.stats().cancelled;
-    const call = client.bidi({ deadlineMs: 10_000 });
+    const call = client.bidi({ deadlineMs: 60_000 });
     call.on("error", () => {});
     call.write({ message: "one", payload: Buffer.alloc(0), delay_ms: 0 });
     await once(call, "data");
-    const t0 = performance.now();
     call.cancel();
-    await waitFor(() => backend.stats().cancelled > before, 1000, "the backend to see the cancellation");
-    assert.ok(performance.now() - t0 < 1000);
+    await waitFor(() => backend.stats().cancelled > before, 10_000, "the backend to see the cancellation");
   });
 
-  test("a 200 ms deadline on a call the backend holds 2 s: DEADLINE_EXCEEDED in under 1 s, the backend sees the cancellation and got a shorter deadline", async () => {
+  test("a 200 ms deadline on a call the backend holds 30 s: DEADLINE_EXCEEDED long before the answer, the backend sees the cancellation and got a shorter deadline", async () => {
     const before = backend.stats().cancelled;
     const t0 = performance.now();
-    const err = await errorOf(client.echo({ delay_ms: 2000 }, { deadlineMs: 200 }));
+    const err = await errorOf(client.echo({ delay_ms: 30_000 }, { deadlineMs: 200 }));
     const ms = performance.now() - t0;
     assert.equal(err.code, Status.DEADLINE_EXCEEDED, err.details);
-    assert.ok(ms < 1000, `the call took ${ms} ms`);
-    await waitFor(() => backend.stats().cancelled > before, 1000, "the backend to see the cancellation");
+    assert.ok(ms < 15_000, `the call took ${ms} ms: it waited for the backend's answer`);
+    await waitFor(() => backend.stats().cancelled > before, 10_000, "the backend to see the cancellation");
     const budget = backend.stats().last_deadline_budget_ms;
     assert.ok(budget > 0 && budget < 200, `the backend's deadline was ${budget} ms away`);
   });
@@ -288,15 +285,16 @@ describe("cancellation and deadlines", () => {
       endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
     });
     req.resume();
-    const guard = setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), 3000);
+    // Only the balancer ends the call: if it did not, this guard would, without a grpc-status.
+    const guard = setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), 10_000);
     await once(req, "close");
     clearTimeout(guard);
     const ms = performance.now() - t0;
     assert.equal(headers["grpc-status"], String(Status.DEADLINE_EXCEEDED), JSON.stringify(headers));
     assert.ok(endStream, "the deadline status was not trailers-only");
-    assert.ok(ms >= 190 && ms < 1000, `the balancer ended the call after ${ms} ms`);
+    assert.ok(ms >= 190, `the balancer ended the call after ${ms} ms, before its deadline`);
 
-    await waitFor(() => seen[0]?.closedAt !== undefined, 1000, "the backend stream to be reset");
+    await waitFor(() => seen[0]?.closedAt !== undefined, 10_000, "the backend stream to be reset");
     const forwarded = parseGrpcTimeout(seen[0]!.timeout ?? "");
     assert.ok(
       forwarded !== undefined && forwarded < 200 && forwarded > 100,

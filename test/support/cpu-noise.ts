@@ -1,4 +1,4 @@
-// How much CPU *other* processes used while a measurement ran: shared/BENCHMARKING.md's rule "skip runs
+// How much CPU *other* processes used while a measurement ran: docs/benchmarks.md's rule (Method) "skip runs
 // where other processes used the CPU", for tests that compare latencies on a shared 2-core machine.
 //
 //   const meter = startForeignCpuMeter([server.pid]);   // this process and its descendants always count as own
