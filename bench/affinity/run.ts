@@ -12,7 +12,7 @@
 // usage: node --import tsx bench/affinity/run.ts [--workers 4] [--classes 500] [--zipf 1.0]
 //   [--objects-per-class 20] [--cache-objects N] [--miss-ms 5] [--miss-cpu-us 0] [--hit-us 200]
 //   [--rate R | --concurrency C] [--warmup 15 | --warmup-calls N] [--duration 10] [--dynamic 16]
-//   [--change scale|kill] [--runs 1] [--history 9999] [--max-skill-age N] [--variance 4]
+//   [--change scale|kill] [--added-for S] [--runs 1] [--history 9999] [--max-skill-age N] [--variance 4]
 //   [--backlog-history 9] [--policies round_robin,least_request,ring_hash,resume,resume:8]
 //   [--seed 1] [--out FILE]
 // A policy "resume:V" is resume with variance V (several may be compared in one invocation).
@@ -65,6 +65,11 @@ const opts = new Command()
     "dynamic phase: scale (a worker added, later one removed) or kill (SIGKILL, restart)",
     "scale",
   )
+  .option(
+    "--added-for <s>",
+    "dynamic phase (scale): seconds the added worker stays before it is removed (default 3/8 of --dynamic)",
+    Number,
+  )
   .option("--runs <n>", "runs per policy (medians reported)", Number, 1)
   .option("--history <n>", "worker skills history (requests; roster's default)", Number, 9999)
   .option("--max-skill-age <n>", "worker skills max_skill_age (default 10 × history)", Number)
@@ -92,6 +97,7 @@ const opts = new Command()
     duration: number;
     dynamic: number;
     change: string;
+    addedFor?: number;
     runs: number;
     history: number;
     maxSkillAge?: number;
@@ -103,6 +109,19 @@ const opts = new Command()
   }>();
 
 if (opts.change !== "scale" && opts.change !== "kill") throw new Error("--change: scale or kill");
+/** Dynamic phase (scale): the worker is added at a quarter of it, removed this many ms later. */
+const addAtMs = Math.round((opts.dynamic * 1000) / 4);
+const addedForMs = Math.round((opts.addedFor ?? (opts.dynamic * 3) / 8) * 1000);
+if (
+  opts.change === "scale" &&
+  opts.dynamic > 0 &&
+  !(addedForMs > 0 && addAtMs + addedForMs < opts.dynamic * 1000)
+)
+  throw new Error(
+    "--added-for: > 0 and ending before the dynamic phase does (it starts at a quarter of --dynamic)",
+  );
+/** The added worker's share is reported over at most this long after it is added (issue 11's target). */
+const ADDED_SHARE_MS = 10_000;
 if (!(Number.isInteger(opts.dbCapacity) && opts.dbCapacity >= 0))
   throw new Error("--db-capacity: a whole number ≥ 0 (0: no limit)");
 if (!(Number.isInteger(opts.dbSettleCalls) && opts.dbSettleCalls >= 0))
@@ -592,6 +611,21 @@ interface ChangeResult {
   loadsPerCallAfter: number;
   /** Calls/s per worker (w<number>) over those last 2 s. */
   perWorkerAfter: Record<string, number>;
+  /** For the worker added: its share of the calls started in the (up to) 10 s after the change. */
+  added?: AddedShare;
+}
+
+interface AddedShare {
+  worker: string;
+  /** Length of the window: 10 s, or until the worker is removed. */
+  windowMs: number;
+  /** Calls it served ÷ calls that succeeded in the window, and that ÷ a fair share (1 / workers). */
+  share: number;
+  ofFair: number;
+  /** Its share per second of the window. */
+  perSecond: number[];
+  /** ms after the change of the first call it served (undefined: none). */
+  firstCallMs: number | undefined;
 }
 
 interface DynamicResult {
@@ -780,12 +814,12 @@ async function dynamicPhase(
   };
   if (mode === "scale") {
     plan.push({
-      atMs: Math.round(phaseMs / 4),
+      atMs: addAtMs,
       change: `worker added (scale ${opts.workers} → ${opts.workers + 1})`,
       run: () => scaleTo(opts.workers + 1),
     });
     plan.push({
-      atMs: Math.round((phaseMs * 5) / 8),
+      atMs: addAtMs + addedForMs,
       change: `worker ${opts.workers + 1} removed (scale ${opts.workers + 1} → ${opts.workers})`,
       run: () => scaleTo(opts.workers),
     });
@@ -862,6 +896,28 @@ async function dynamicPhase(
     });
     const recoveryMs = spiked && lastHigh < afterBuckets.length - 1 ? (lastHigh + 1) * bucketMs : undefined;
     const end = sum(buckets.slice(Math.max(at, nextAt - tail), nextAt));
+    let added: AddedShare | undefined;
+    if (mode === "scale" && i === 0) {
+      const worker = `w${opts.workers + 1}`;
+      const window = buckets.slice(at, Math.min(nextAt, at + ADDED_SHARE_MS / bucketMs));
+      const served = (bs: Bucket[]) => bs.reduce((a, b) => a + (b.servedBy[worker] ?? 0), 0);
+      const ok = (bs: Bucket[]) => bs.reduce((a, b) => a + b.calls - b.errors, 0);
+      const share = served(window) / Math.max(1, ok(window));
+      const perSecond: number[] = [];
+      for (let j = 0; j < window.length; j += 1000 / bucketMs) {
+        const sec = window.slice(j, j + 1000 / bucketMs);
+        perSecond.push(served(sec) / Math.max(1, ok(sec)));
+      }
+      const first = window.findIndex((b) => (b.servedBy[worker] ?? 0) > 0);
+      added = {
+        worker,
+        windowMs: window.length * bucketMs,
+        share,
+        ofFair: share * (opts.workers + 1),
+        perSecond,
+        firstCallMs: first < 0 ? undefined : first * bucketMs,
+      };
+    }
     const secs = (Math.min(tail, nextAt - at) * bucketMs) / 1000;
     return {
       change: p.change,
@@ -877,6 +933,7 @@ async function dynamicPhase(
           .sort(([a], [b]) => Number(a.slice(1)) - Number(b.slice(1)))
           .map(([w, n]) => [w, Math.round(n / secs)]),
       ),
+      ...(added !== undefined ? { added } : {}),
     };
   });
   return {
@@ -944,7 +1001,10 @@ async function main(): Promise<void> {
                 .map(
                   (c) =>
                     `; ${c.change}: ${c.loadsPerCallBefore.toFixed(4)} → peak ${c.peakAfter.toFixed(4)}, excess ${c.excessLoads}, ` +
-                    `recovery ${c.recoveryMs ?? (c.spiked ? "none" : "no spike")}, after ${c.loadsPerCallAfter.toFixed(4)} ${JSON.stringify(c.perWorkerAfter)}`,
+                    `recovery ${c.recoveryMs ?? (c.spiked ? "none" : "no spike")}, after ${c.loadsPerCallAfter.toFixed(4)} ${JSON.stringify(c.perWorkerAfter)}` +
+                    (c.added !== undefined
+                      ? `, ${c.added.worker}'s share in ${c.added.windowMs / 1000} s ${(100 * c.added.share).toFixed(1)} % (${c.added.ofFair.toFixed(2)} of fair)`
+                      : ""),
                 )
                 .join("")
             : "") +
@@ -1005,8 +1065,8 @@ async function main(): Promise<void> {
     lines.push(
       "",
       opts.change === "scale"
-        ? `Dynamic phase: the same load for ${opts.dynamic} s; a worker added at ${opts.dynamic / 4} s (serve's scale(${opts.workers + 1})), ` +
-            `the same worker removed gracefully at ${(opts.dynamic * 5) / 8} s (scale(${opts.workers})). Per 250 ms bucket of call starts (first run):`
+        ? `Dynamic phase: the same load for ${opts.dynamic} s; a worker added at ${addAtMs / 1000} s (serve's scale(${opts.workers + 1})), ` +
+            `the same worker removed gracefully at ${(addAtMs + addedForMs) / 1000} s (scale(${opts.workers})). Per 250 ms bucket of call starts (first run):`
         : `Dynamic phase: the same load for ${opts.dynamic} s; at ${(opts.dynamic / 3).toFixed(1)} s worker 1 gets SIGKILL and serve() restarts it cold ` +
             "(resume: it reloads its skills file). Per 250 ms bucket of call starts (first run):",
       "",
@@ -1029,6 +1089,27 @@ async function main(): Promise<void> {
         lines.push(
           `| ${x.policy} | ${c.change} | ${c.loadsPerCallBefore.toFixed(4)} | ${c.peakAfter.toFixed(4)} | ${c.excessLoads} | ${rec} | ` +
             `${c.loadsPerCallAfter.toFixed(4)} | ${perWorker} | ${d.errors} |`,
+        );
+      }
+    }
+    if (opts.change === "scale") {
+      const fair = 1 / (opts.workers + 1);
+      lines.push(
+        "",
+        `The added worker's share of the calls started in the ${Math.min(ADDED_SHARE_MS, addedForMs) / 1000} s after scale(${opts.workers + 1}) ` +
+          `(a fair share is ${(100 * fair).toFixed(1)} %; issue 11's target: ≥ half of it), every run:`,
+        "",
+        "| policy | share per run | median | ÷ fair share (median) | first call served after (per run) | share per second (first run) | errors in the phase (per run) |",
+        "|---|---|---|---|---|---|---|",
+      );
+      for (const x of rows) {
+        const added = x.runs.map((r) => r.dynamic?.changes[0]?.added).filter((a) => a !== undefined);
+        if (added.length === 0) continue;
+        const med = median(added.map((a) => a.share));
+        lines.push(
+          `| ${x.policy} | ${added.map((a) => `${(100 * a.share).toFixed(1)} %`).join(", ")} | ${(100 * med).toFixed(1)} % | ` +
+            `${(med / fair).toFixed(2)} | ${added.map((a) => (a.firstCallMs === undefined ? "none" : `${a.firstCallMs} ms`)).join(", ")} | ` +
+            `${added[0]!.perSecond.map((v) => (100 * v).toFixed(0)).join(" ")} % | ${x.runs.map((r) => r.dynamic?.errors ?? 0).join(", ")} |`,
         );
       }
     }
