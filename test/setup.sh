@@ -17,6 +17,8 @@ need=""
 # interop: Python grpcio is the independent client; protoc generates its message modules.
 /usr/bin/python3 -c "import grpc, google.protobuf" 2>/dev/null || need="$need python3-grpcio python3-protobuf"
 [ -x /usr/bin/protoc ] || need="$need protobuf-compiler"
+# http2/hpack: python's hpack is the independent implementation our HPACK round-trips against.
+/usr/bin/python3 -c "import hpack" 2>/dev/null || need="$need python3-hpack"
 # bench-report: roster bench's HTML report is opened in headless Chromium.
 [ -x /usr/bin/chromium ] || need="$need chromium"
 

@@ -101,6 +101,8 @@ class FrameCall implements StreamOwner {
   #deadlineAt: number | undefined;
   #timer: NodeJS.Timeout | undefined;
   #holdTimer: NodeJS.Timeout | undefined;
+  /** Bounds a wait in the channel's queue (queueTimeoutMs). */
+  #queueTimer: NodeJS.Timeout | undefined;
   #cancelWait: (() => void) | undefined;
 
   constructor(front: H2Stream, headers: string[], channel: Channel<FrameBackend>, o: ForwardOptions) {
@@ -162,24 +164,32 @@ class FrameCall implements StreamOwner {
       case "fail":
         this.#fail(result.status);
         return;
-      case "queue":
+      case "queue": {
+        // The pick has asked the backends asleep in backoff to connect now (channel.ts, Readiness).
         this.#phase = WAITING;
         this.#cancelWait = this.#channel.onPickerChange(() => this.#pickAndStart());
-        if (this.#timer === undefined) {
-          this.#timer = setTimeout(
-            () =>
-              this.#fail({
-                code: Status.UNAVAILABLE,
-                message: `roster: no backend of cluster ${this.#channel.name} became ready within ${this.#o.queueTimeoutMs} ms`,
-              }),
-            this.#o.queueTimeoutMs,
-          );
+        if (this.#queueTimer !== undefined) return;
+        const waitMs = this.#o.queueTimeoutMs;
+        const left =
+          this.#deadlineAt === undefined ? Number.POSITIVE_INFINITY : this.#deadlineAt - this.#o.clock.now();
+        // A deadline sooner than the queue timeout ends the wait itself (#onDeadline).
+        if (waitMs < left) {
+          this.#queueTimer = setTimeout(() => {
+            if (this.#phase.kind !== "waiting") return;
+            this.#fail({
+              code: Status.UNAVAILABLE,
+              message: `roster: ${this.#channel.unavailableMessage()}; waited ${waitMs} ms (queueTimeoutMs)`,
+            });
+          }, waitMs);
         }
         return;
+      }
     }
   }
 
   #attempt(backend: Backend<FrameBackend>): void {
+    clearTimeout(this.#queueTimer);
+    this.#queueTimer = undefined;
     this.#attempts++;
     this.#backend = backend;
     if (this.#deadlineAt !== undefined) {
@@ -500,7 +510,9 @@ class FrameCall implements StreamOwner {
     if (this.#phase.kind === "done") return;
     this.#cancelBackend();
     const ms = Math.round(this.#o.clock.now() - this.#startedAt);
-    this.#fail({ code: Status.DEADLINE_EXCEEDED, message: `roster: deadline exceeded after ${ms} ms` });
+    const why =
+      this.#phase.kind === "waiting" ? ` waiting for a backend: ${this.#channel.unavailableMessage()}` : "";
+    this.#fail({ code: Status.DEADLINE_EXCEEDED, message: `roster: deadline exceeded after ${ms} ms${why}` });
   }
 
   // --- ending ---------------------------------------------------------------------------------
@@ -524,6 +536,7 @@ class FrameCall implements StreamOwner {
     this.#phase = DONE;
     clearTimeout(this.#timer);
     clearTimeout(this.#holdTimer);
+    clearTimeout(this.#queueTimer);
     this.#cancelWait?.();
     this.#buffer = undefined;
     const stream = this.#stream;
