@@ -1,0 +1,509 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { type ConnectionHandler, type H2Stream, Http2Connection, type StreamOwner } from "./connection.ts";
+import {
+  CONNECTION_PREFACE,
+  ErrorCode,
+  Flag,
+  FrameReader,
+  FrameType,
+  frameHeader,
+  goawayFrame,
+  pingFrame,
+  rstStreamFrame,
+  SETTINGS_ACK,
+  SettingId,
+  settingsFrame,
+  windowUpdateFrame,
+} from "./frame.ts";
+import { HpackDecoder, HpackEncoder } from "./hpack.ts";
+
+/** One frame as the tables write them. */
+interface F {
+  type: number;
+  flags: number;
+  id: number;
+  payload: Buffer;
+}
+
+function frame(type: number, flags: number, id: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.concat([frameHeader(payload.length, type, flags, id), payload]);
+}
+
+const REQUEST = [
+  ":method",
+  "POST",
+  ":scheme",
+  "http",
+  ":path",
+  "/pkg.Echo/Echo",
+  ":authority",
+  "x",
+  "content-type",
+  "application/grpc",
+  "te",
+  "trailers",
+];
+
+/** A server-role connection with a recording owner for every stream, already past the preface. */
+function server(settings: ConstructorParameters<typeof Http2Connection>[2] = {}) {
+  const events: string[] = [];
+  const streams: H2Stream[] = [];
+  let errors: string[] = [];
+  let drained = 0;
+  const owner: StreamOwner = {
+    onHeaders: (s, h, end) => events.push(`headers ${s.id} ${h.join(",")}${end ? " end" : ""}`),
+    onData: (s, d, end) => events.push(`data ${s.id} ${d.length}${end ? " end" : ""}`),
+    onReset: (s, code, byPeer) => events.push(`reset ${s.id} ${code}${byPeer ? " by peer" : ""}`),
+    onWritable: (s) => events.push(`writable ${s.id}`),
+  };
+  const handler: ConnectionHandler = {
+    onOutput: () => {},
+    onStream: (s, h, end) => {
+      s.owner = owner;
+      streams.push(s);
+      events.push(`stream ${s.id} ${h[5]}${end ? " end" : ""}`);
+    },
+    onStreamHeadersTooLarge: (s, size) => {
+      events.push(`too large ${s.id}`);
+      assert.ok(size > 0);
+      conn.resetStream(s, ErrorCode.REFUSED_STREAM);
+    },
+    onConnectionError: (code, message) => {
+      errors.push(`${code} ${message}`);
+    },
+    onDrained: () => drained++,
+  };
+  const conn = new Http2Connection("server", handler, settings);
+  conn.start();
+  const encoder = new HpackEncoder();
+  const take = (): F[] => {
+    const out: F[] = [];
+    const reader = new FrameReader(1 << 24);
+    for (const b of conn.takeOutput() ?? []) {
+      reader.push(b, (type, flags, id, payload) =>
+        out.push({ type, flags, id, payload: Buffer.from(payload) }),
+      );
+    }
+    return out;
+  };
+  conn.receive(Buffer.concat([CONNECTION_PREFACE, settingsFrame([])]), 0);
+  take();
+  return {
+    conn,
+    events,
+    streams,
+    get errors() {
+      const e = errors;
+      errors = [];
+      return e;
+    },
+    get drained() {
+      return drained;
+    },
+    send: (...frames: Buffer[]) => conn.receive(Buffer.concat(frames), 0),
+    take,
+    headers: (id: number, list: string[], flags: number = Flag.END_HEADERS) =>
+      frame(FrameType.HEADERS, flags, id, encoder.encode(list)),
+    encoder,
+  };
+}
+
+/** The GOAWAY code in `frames`, or undefined. */
+function goawayCode(frames: F[]): number | undefined {
+  const g = frames.find((f) => f.type === FrameType.GOAWAY);
+  return g?.payload.readUInt32BE(4);
+}
+
+function rstCodes(frames: F[]): string[] {
+  return frames
+    .filter((f) => f.type === FrameType.RST_STREAM)
+    .map((f) => `${f.id}:${f.payload.readUInt32BE(0)}`);
+}
+
+describe("HTTP/2 connection (server role): connection errors the RFC names", () => {
+  // Each row: frames sent after the preface and SETTINGS → the GOAWAY code the connection must send.
+  const rows: [string, (c: ReturnType<typeof server>) => Buffer[], number][] = [
+    ["DATA on stream 0", () => [frame(FrameType.DATA, 0, 0, Buffer.alloc(1))], ErrorCode.PROTOCOL_ERROR],
+    [
+      "DATA on an idle stream",
+      () => [frame(FrameType.DATA, 0, 5, Buffer.alloc(1))],
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    ["HEADERS on stream 0", (c) => [c.headers(0, REQUEST)], ErrorCode.PROTOCOL_ERROR],
+    ["HEADERS opening an even (server) stream id", (c) => [c.headers(2, REQUEST)], ErrorCode.PROTOCOL_ERROR],
+    ["SETTINGS on a stream", () => [frame(FrameType.SETTINGS, 0, 1)], ErrorCode.PROTOCOL_ERROR],
+    [
+      "SETTINGS of 5 bytes",
+      () => [frame(FrameType.SETTINGS, 0, 0, Buffer.alloc(5))],
+      ErrorCode.FRAME_SIZE_ERROR,
+    ],
+    [
+      "SETTINGS ACK with a payload",
+      () => [frame(FrameType.SETTINGS, Flag.ACK, 0, Buffer.alloc(6))],
+      ErrorCode.FRAME_SIZE_ERROR,
+    ],
+    ["SETTINGS_ENABLE_PUSH 2", () => [settingsFrame([[SettingId.ENABLE_PUSH, 2]])], ErrorCode.PROTOCOL_ERROR],
+    [
+      "SETTINGS_INITIAL_WINDOW_SIZE 2^31",
+      () => [settingsFrame([[SettingId.INITIAL_WINDOW_SIZE, 2 ** 31]])],
+      ErrorCode.FLOW_CONTROL_ERROR,
+    ],
+    [
+      "SETTINGS_MAX_FRAME_SIZE below 16384",
+      () => [settingsFrame([[SettingId.MAX_FRAME_SIZE, 100]])],
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    ["PING of 7 bytes", () => [frame(FrameType.PING, 0, 0, Buffer.alloc(7))], ErrorCode.FRAME_SIZE_ERROR],
+    ["PING on a stream", () => [frame(FrameType.PING, 0, 1, Buffer.alloc(8))], ErrorCode.PROTOCOL_ERROR],
+    ["RST_STREAM on stream 0", () => [rstStreamFrame(0, 8)], ErrorCode.PROTOCOL_ERROR],
+    ["RST_STREAM on an idle stream", () => [rstStreamFrame(7, 8)], ErrorCode.PROTOCOL_ERROR],
+    [
+      "RST_STREAM of 3 bytes",
+      () => [frame(FrameType.RST_STREAM, 0, 1, Buffer.alloc(3))],
+      ErrorCode.FRAME_SIZE_ERROR,
+    ],
+    ["WINDOW_UPDATE of 0 for the connection", () => [windowUpdateFrame(0, 0)], ErrorCode.PROTOCOL_ERROR],
+    [
+      "WINDOW_UPDATE of 3 bytes",
+      () => [frame(FrameType.WINDOW_UPDATE, 0, 0, Buffer.alloc(3))],
+      ErrorCode.FRAME_SIZE_ERROR,
+    ],
+    [
+      "WINDOW_UPDATE past 2^31-1 for the connection",
+      () => [windowUpdateFrame(0, 2 ** 31 - 1)],
+      ErrorCode.FLOW_CONTROL_ERROR,
+    ],
+    ["GOAWAY on a stream", () => [frame(FrameType.GOAWAY, 0, 1, Buffer.alloc(8))], ErrorCode.PROTOCOL_ERROR],
+    [
+      "PUSH_PROMISE from a client",
+      () => [frame(FrameType.PUSH_PROMISE, Flag.END_HEADERS, 1, Buffer.alloc(4))],
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    [
+      "a frame above SETTINGS_MAX_FRAME_SIZE",
+      () => [frame(FrameType.DATA, 0, 1, Buffer.alloc(16_385))],
+      ErrorCode.FRAME_SIZE_ERROR,
+    ],
+    [
+      "CONTINUATION without HEADERS",
+      () => [frame(FrameType.CONTINUATION, Flag.END_HEADERS, 1, Buffer.alloc(1))],
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    [
+      "a header block interrupted by a PING",
+      (c) => [c.headers(1, REQUEST, 0), pingFrame(false, Buffer.alloc(8))],
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    [
+      "a CONTINUATION flood (65 frames)",
+      (c) => [
+        c.headers(1, REQUEST, 0),
+        ...Array.from({ length: 65 }, () => frame(FrameType.CONTINUATION, 0, 1, Buffer.alloc(0))),
+      ],
+      ErrorCode.ENHANCE_YOUR_CALM,
+    ],
+    [
+      "an HPACK index past the tables",
+      () => [frame(FrameType.HEADERS, Flag.END_HEADERS, 1, Buffer.from([0xff, 0x7f]))],
+      ErrorCode.COMPRESSION_ERROR,
+    ],
+    [
+      "DATA padding as long as the frame",
+      (c) => [c.headers(1, REQUEST), frame(FrameType.DATA, Flag.PADDED, 1, Buffer.from([4, 0, 0, 0]))],
+      ErrorCode.PROTOCOL_ERROR,
+    ],
+    [
+      "DATA beyond the connection window (65535 before our WINDOW_UPDATE counts: 17 MiB)",
+      (c) => [
+        c.headers(1, REQUEST),
+        ...Array.from({ length: 1100 }, () => frame(FrameType.DATA, 0, 1, Buffer.alloc(16_384))),
+      ],
+      ErrorCode.FLOW_CONTROL_ERROR,
+    ],
+  ];
+  for (const [name, frames, code] of rows) {
+    it(`answers ${name} with GOAWAY ${code}`, () => {
+      const c = server({ initialWindowSize: 2 ** 31 - 1, maxConnectionBufferBytes: 0 });
+      // The window rows need the stream window out of the way and the connection window held back
+      // (nothing is consumed); the other rows ignore both.
+      c.send(...frames(c));
+      assert.equal(goawayCode(c.take()), code);
+      assert.equal(c.conn.state, "closed");
+      assert.equal(c.errors.length, 1);
+    });
+  }
+
+  it("answers bytes that are not the preface with GOAWAY PROTOCOL_ERROR", () => {
+    const conn = new Http2Connection("server", { onOutput: () => {} });
+    conn.start();
+    conn.takeOutput();
+    conn.receive(Buffer.from("GET / HTTP/1.1\r\n\r\n"), 0);
+    const out = Buffer.concat(conn.takeOutput() ?? []);
+    assert.equal(out[3], FrameType.GOAWAY);
+    assert.equal(out.readUInt32BE(13), ErrorCode.PROTOCOL_ERROR);
+  });
+
+  it("closes a connection whose first frame is not SETTINGS", () => {
+    const conn = new Http2Connection("server", { onOutput: () => {} });
+    conn.start();
+    conn.takeOutput();
+    conn.receive(Buffer.concat([CONNECTION_PREFACE, pingFrame(false, Buffer.alloc(8))]), 0);
+    assert.equal(conn.state, "closed");
+  });
+});
+
+describe("HTTP/2 connection (server role): streams", () => {
+  it("delivers a request, its DATA and its end, and answers SETTINGS and PING with ACKs", () => {
+    const c = server();
+    c.send(settingsFrame([[SettingId.MAX_FRAME_SIZE, 32_768]]), pingFrame(false, Buffer.from("abcdefgh")));
+    const acks = c.take();
+    assert.deepEqual(
+      acks.map((f) => [f.type, f.flags]),
+      [
+        [FrameType.SETTINGS, Flag.ACK],
+        [FrameType.PING, Flag.ACK],
+      ],
+    );
+    assert.equal(acks[1]!.payload.toString(), "abcdefgh");
+    c.send(c.headers(1, REQUEST), frame(FrameType.DATA, Flag.END_STREAM, 1, Buffer.alloc(10)));
+    assert.deepEqual(c.events, ["stream 1 /pkg.Echo/Echo", "data 1 10 end"]);
+  });
+
+  it("refuses malformed requests with RST_STREAM PROTOCOL_ERROR and keeps the connection", () => {
+    const c = server();
+    const bad = [
+      [":method", "POST", ":scheme", "http", ":path", "/a/b", "Content-Type", "x"], // uppercase
+      [":method", "POST", ":scheme", "http", ":path", "/a/b", "connection", "close"],
+      [":method", "POST", ":scheme", "http", ":path", "/a/b", "te", "gzip"],
+      [":method", "POST", ":scheme", "http"], // no :path
+      [":method", "POST", "x", "y", ":scheme", "http", ":path", "/a/b"], // pseudo after regular
+      [":method", "POST", ":scheme", "http", ":path", "/a/b", ":foo", "1"],
+    ];
+    c.send(...bad.map((h, i) => c.headers(1 + 2 * i, h)));
+    assert.deepEqual(
+      rstCodes(c.take()),
+      bad.map((_, i) => `${1 + 2 * i}:${ErrorCode.PROTOCOL_ERROR}`),
+    );
+    assert.equal(c.conn.state, "open");
+    assert.deepEqual(c.events, []);
+  });
+
+  it("refuses streams past MAX_CONCURRENT_STREAMS with REFUSED_STREAM", () => {
+    const c = server({ maxConcurrentStreams: 2 });
+    c.send(c.headers(1, REQUEST), c.headers(3, REQUEST), c.headers(5, REQUEST));
+    assert.deepEqual(rstCodes(c.take()), [`5:${ErrorCode.REFUSED_STREAM}`]);
+    assert.equal(c.streams.length, 2);
+  });
+
+  it("reports a header list past the limit per stream and keeps HPACK in sync (HPACK bomb)", () => {
+    const c = server({ maxHeaderListSize: 16 * 1024 });
+    const big = "v".repeat(200);
+    // The value is indexed once, then referenced by one byte each: a small block, a large list.
+    const list = [...REQUEST, "x-big", big];
+    for (let i = 0; i < 200; i++) list.push("x-big", big);
+    c.send(c.headers(1, list), c.headers(3, REQUEST));
+    assert.deepEqual(c.events, ["too large 1", "stream 3 /pkg.Echo/Echo"]);
+    assert.equal(c.conn.state, "open");
+  });
+
+  it("gives a stream's window back only as its owner consumes, and the connection's at once", () => {
+    const c = server({ initialWindowSize: 40_000, connectionWindowSize: 40_000 });
+    c.send(
+      c.headers(1, REQUEST),
+      frame(FrameType.DATA, 0, 1, Buffer.alloc(16_000)),
+      frame(FrameType.DATA, 0, 1, Buffer.alloc(16_000)),
+    );
+    const before = c.take().filter((f) => f.type === FrameType.WINDOW_UPDATE);
+    assert.deepEqual(
+      before.map((f) => [f.id, f.payload.readUInt32BE(0)]),
+      [[0, 32_000]],
+    );
+    // Beyond the stream's window now: 8000 left.
+    c.send(frame(FrameType.DATA, 0, 1, Buffer.alloc(9000)));
+    assert.deepEqual(rstCodes(c.take()), [`1:${ErrorCode.FLOW_CONTROL_ERROR}`]);
+    const c2 = server({ initialWindowSize: 40_000 });
+    c2.send(
+      c2.headers(1, REQUEST),
+      frame(FrameType.DATA, 0, 1, Buffer.alloc(16_000)),
+      frame(FrameType.DATA, 0, 1, Buffer.alloc(16_000)),
+    );
+    c2.take();
+    c2.conn.consume(c2.streams[0]!, 32_000);
+    const updates = c2.take().filter((f) => f.type === FrameType.WINDOW_UPDATE);
+    assert.deepEqual(
+      updates.map((f) => [f.id, f.payload.readUInt32BE(0)]),
+      [[1, 32_000]],
+    );
+  });
+
+  it("queues DATA beyond the peer's window, sends it on WINDOW_UPDATE, and sends trailers after it", () => {
+    const c = server();
+    c.send(
+      settingsFrame([[SettingId.INITIAL_WINDOW_SIZE, 10]]),
+      c.headers(1, REQUEST, Flag.END_HEADERS | Flag.END_STREAM),
+    );
+    c.take();
+    const s = c.streams[0]!;
+    c.conn.sendHeaders(s, [":status", "200"], false);
+    c.conn.sendData(s, Buffer.alloc(25), false);
+    c.conn.sendHeaders(s, ["grpc-status", "0"], true);
+    let out = c.take();
+    assert.deepEqual(
+      out.map((f) => [f.type, f.payload.length]),
+      [
+        [FrameType.HEADERS, out[0]!.payload.length],
+        [FrameType.DATA, 10],
+      ],
+    );
+    assert.equal(s.pendingBytes, 15);
+    c.send(windowUpdateFrame(1, 100));
+    out = c.take();
+    assert.deepEqual(
+      out.map((f) => [f.type, f.flags & Flag.END_STREAM]),
+      [
+        [FrameType.DATA, 0],
+        [FrameType.HEADERS, Flag.END_STREAM],
+      ],
+    );
+    const decoder = new HpackDecoder();
+    const trailers = decoder.decode(out[1]!.payload);
+    assert.equal(trailers.kind === "compression-error" ? "error" : "decoded", "decoded");
+    assert.equal(s.closed, true);
+  });
+
+  it("resets the rest of a request with NO_ERROR when the response ends first (RFC 9113 §8.1)", () => {
+    const c = server();
+    c.send(c.headers(1, REQUEST));
+    c.take();
+    c.conn.sendHeaders(c.streams[0]!, [":status", "200", "grpc-status", "3"], true);
+    assert.deepEqual(rstCodes(c.take()), [`1:${ErrorCode.NO_ERROR}`]);
+    assert.equal(c.conn.activeStreams, 0);
+  });
+
+  it("tells the owner about a peer reset, and ignores frames in flight on the closed stream", () => {
+    const c = server();
+    c.send(
+      c.headers(1, REQUEST),
+      rstStreamFrame(1, ErrorCode.CANCEL),
+      frame(FrameType.DATA, 0, 1, Buffer.alloc(5)),
+    );
+    assert.deepEqual(c.events, ["stream 1 /pkg.Echo/Echo", `reset 1 ${ErrorCode.CANCEL} by peer`]);
+    assert.equal(c.conn.state, "open");
+  });
+
+  it("answers PRIORITY rules: wrong length and self-dependency reset the stream, otherwise ignored", () => {
+    const c = server();
+    const prio = (id: number, dep: number, len = 5) => {
+      const p = Buffer.alloc(len);
+      if (len >= 4) p.writeUInt32BE(dep, 0);
+      return frame(FrameType.PRIORITY, 0, id, p);
+    };
+    c.send(prio(1, 3), prio(3, 3), prio(5, 1, 4));
+    assert.deepEqual(rstCodes(c.take()), [
+      `3:${ErrorCode.PROTOCOL_ERROR}`,
+      `5:${ErrorCode.FRAME_SIZE_ERROR}`,
+    ]);
+    assert.equal(c.conn.state, "open");
+  });
+
+  it("ignores frames of unknown types", () => {
+    const c = server();
+    c.send(frame(0x42, 0, 0, Buffer.alloc(3)));
+    assert.equal(c.conn.state, "open");
+    assert.deepEqual(c.take(), []);
+  });
+});
+
+describe("HTTP/2 connection: defences", () => {
+  it("closes a connection whose client resets most streams before their response (rapid reset)", () => {
+    const c = server();
+    const frames: Buffer[] = [];
+    for (let i = 0; i < 120; i++)
+      frames.push(c.headers(1 + 2 * i, REQUEST), rstStreamFrame(1 + 2 * i, ErrorCode.CANCEL));
+    c.send(...frames);
+    assert.equal(goawayCode(c.take()), ErrorCode.ENHANCE_YOUR_CALM);
+    // It stopped at the check, not after the 120th stream.
+    assert.ok(c.streams.length <= 101, `${c.streams.length} streams were opened`);
+  });
+
+  it("keeps a connection whose client cancels a few calls", () => {
+    const c = server();
+    const frames: Buffer[] = [];
+    for (let i = 0; i < 200; i++) {
+      frames.push(c.headers(1 + 2 * i, REQUEST, Flag.END_HEADERS | Flag.END_STREAM));
+      if (i % 10 === 0) frames.push(rstStreamFrame(1 + 2 * i, ErrorCode.CANCEL));
+    }
+    c.send(...frames);
+    assert.equal(c.conn.state, "open");
+  });
+
+  it("closes a connection that floods PINGs faster than their ACKs are taken", () => {
+    const c = server({ maxQueuedControlFrames: 100 });
+    c.send(...Array.from({ length: 101 }, () => pingFrame(false, Buffer.alloc(8))));
+    assert.equal(goawayCode(c.take()), ErrorCode.ENHANCE_YOUR_CALM);
+  });
+
+  it("does not count PINGs whose ACKs were written", () => {
+    const c = server({ maxQueuedControlFrames: 100 });
+    for (let i = 0; i < 5; i++) {
+      c.send(...Array.from({ length: 60 }, () => pingFrame(false, Buffer.alloc(8))));
+      c.take();
+    }
+    assert.equal(c.conn.state, "open");
+  });
+});
+
+describe("HTTP/2 connection: graceful close", () => {
+  it("sends GOAWAY 2^31-1 and a PING, then GOAWAY with the last stream id when the PING returns, then drains", () => {
+    const c = server();
+    c.send(c.headers(1, REQUEST, Flag.END_HEADERS | Flag.END_STREAM));
+    c.take();
+    c.conn.shutdown();
+    const first = c.take();
+    assert.deepEqual(
+      first.map((f) => f.type),
+      [FrameType.GOAWAY, FrameType.PING],
+    );
+    assert.equal(first[0]!.payload.readUInt32BE(0), 2 ** 31 - 1);
+    c.send(pingFrame(true, first[1]!.payload));
+    const final = c.take();
+    assert.equal(final[0]!.type, FrameType.GOAWAY);
+    assert.equal(final[0]!.payload.readUInt32BE(0), 1);
+    assert.equal(c.drained, 0);
+    c.conn.sendHeaders(c.streams[0]!, [":status", "200", "grpc-status", "0"], true);
+    assert.equal(c.drained, 1);
+  });
+});
+
+describe("HTTP/2 connection (client role)", () => {
+  it("opens streams, and a GOAWAY refuses the ones above its last stream id", () => {
+    const events: string[] = [];
+    const owner: StreamOwner = {
+      onHeaders: (s, h) => events.push(`headers ${s.id} ${h.join(",")}`),
+      onData: () => {},
+      onReset: (s, code, byPeer) => events.push(`reset ${s.id} ${code}${byPeer ? " by peer" : ""}`),
+      onWritable: () => {},
+    };
+    let goaway = "";
+    const conn = new Http2Connection("client", {
+      onOutput: () => {},
+      onGoaway: (last, code) => (goaway = `${last} ${code}`),
+    });
+    conn.start();
+    const out = Buffer.concat(conn.takeOutput() ?? []);
+    assert.ok(out.subarray(0, CONNECTION_PREFACE.length).equals(CONNECTION_PREFACE));
+    conn.receive(settingsFrame([[SettingId.MAX_CONCURRENT_STREAMS, 2]]), 0);
+    assert.ok(conn.remoteSettingsSeen);
+    const a = conn.openStream(REQUEST, false, owner)!;
+    const b = conn.openStream(REQUEST, false, owner)!;
+    assert.equal(conn.openStream(REQUEST, false, owner), undefined, "past the peer's MAX_CONCURRENT_STREAMS");
+    assert.deepEqual([a.id, b.id], [1, 3]);
+    const encoder = new HpackEncoder();
+    conn.receive(frame(FrameType.HEADERS, Flag.END_HEADERS, 1, encoder.encode([":status", "200"])), 0);
+    conn.receive(Buffer.concat([goawayFrame(1, ErrorCode.NO_ERROR), SETTINGS_ACK]), 0);
+    assert.deepEqual(events, ["headers 1 :status,200", `reset 3 ${ErrorCode.REFUSED_STREAM} by peer`]);
+    assert.equal(goaway, `1 ${ErrorCode.NO_ERROR}`);
+    assert.equal(conn.canOpenStream(), false);
+  });
+});
