@@ -198,10 +198,9 @@ class FrameCall implements StreamOwner {
       );
     }
     const buffer = this.#buffer;
-    const endNow = this.#frontEnded && buffer !== undefined && this.#buffered === 0;
     const stream = backend.connection.open(this.#headers, false, this);
     if (stream === undefined) {
-      this.#retryOrFail(backend, "had no connection able to take the call", true);
+      this.#retryOrFail(backend, "had no connection able to take the call");
       return;
     }
     this.#phase = ATTEMPTING;
@@ -212,12 +211,12 @@ class FrameCall implements StreamOwner {
       for (let i = 0; i < buffer.length; i++) {
         conn.sendData(stream, buffer[i]!, this.#frontEnded && i === buffer.length - 1);
       }
-    } else if (this.#frontEnded || endNow) conn.sendData(stream, EMPTY, true);
+    } else if (this.#frontEnded) conn.sendData(stream, EMPTY, true);
     // Bytes read while waiting were kept, not given back: give them back now that they are sent.
     this.#giveBackFront();
   }
 
-  #retryOrFail(backend: Backend, reason: string, transparent: boolean): void {
+  #retryOrFail(backend: Backend, reason: string): void {
     const canRetry =
       this.#buffer !== undefined && this.#attempts < this.#o.maxAttempts && this.#phase.kind !== "done";
     if (canRetry) {
@@ -233,7 +232,7 @@ class FrameCall implements StreamOwner {
     }
     this.#fail({
       code: Status.UNAVAILABLE,
-      message: `roster: backend ${backend.key} ${reason}${transparent ? "" : ""}`,
+      message: `roster: backend ${backend.key} ${reason}`,
     });
   }
 
@@ -357,7 +356,7 @@ class FrameCall implements StreamOwner {
         this.#loadDone?.(this.#o.clock.now(), "failure");
         this.#loadDone = undefined;
         this.#cancelStream(s);
-        this.#retryOrFail(backend, "answered UNAVAILABLE", false);
+        this.#retryOrFail(backend, "answered UNAVAILABLE");
         return;
       }
       // Trailers-only response: stays trailers-only.
@@ -494,7 +493,7 @@ class FrameCall implements StreamOwner {
     switch (decision.kind) {
       case "retry":
         if (!decision.transparent) this.#o.retryThrottle?.record(true);
-        this.#retryOrFail(backend, decision.reason, decision.transparent);
+        this.#retryOrFail(backend, decision.reason);
         return;
       case "fail":
         this.#fail(decision.status);
