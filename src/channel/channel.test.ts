@@ -19,6 +19,7 @@ function channel(policy: string): Channel {
     target: "static",
     policy: createDefaultRegistry().resolve(policy, {}),
     deps: { clock: systemClock, random: systemRandom },
+    createConnection: new FakeConnector().create,
   });
 }
 
@@ -80,7 +81,7 @@ async function rig(addresses: string[], extra: Partial<ChannelOptions> = {}): Pr
   };
 }
 
-/** A queued call: resolves with the first pick that is not `queue`, as forward.ts re-picks. */
+/** A queued call: resolves with the first pick that is not `queue`, as frame-forward.ts re-picks. */
 function queuedCall(r: Rig): { result: () => PickResult | undefined; cancel: () => void } {
   let result: PickResult | undefined;
   let cancel = () => {};

@@ -1,4 +1,3 @@
-import type http2 from "node:http2";
 import type { Balancer, BalancerDeps, PolicySpec } from "../core/balancer.ts";
 import { applyUpdate, type Discovery } from "../core/discovery.ts";
 import { type Endpoint, formatAddress } from "../core/endpoint.ts";
@@ -23,7 +22,6 @@ import { Status } from "../core/status.ts";
 import type { Health, HealthChecker } from "../health/health-checker.ts";
 import type { OrcaWatcher } from "../health/orca-client.ts";
 import type { OrcaLoadReport } from "../health/orca-proto.ts";
-import { BackendConnection, type BackendConnectionOptions } from "../platform/backend-connection.ts";
 import type { BackendLink, BackendState, CreateBackendLink } from "./backend-link.ts";
 import { systemTimer, type Timer } from "./timer.ts";
 
@@ -60,7 +58,7 @@ import { systemTimer, type Timer } from "./timer.ts";
  * - While calls are queued, each new step of an asleep backend is woken the same way even if no new
  *   call arrives, so a queued call is released within about `wakeDelayMs` of its backend coming up.
  *   With no call waiting, backends reconnect on their plain backoff.
- * - The wait is bounded by the call's deadline and the proxy's `queueTimeoutMs` (forward.ts); then
+ * - The wait is bounded by the call's deadline and the proxy's `queueTimeoutMs` (frame-forward.ts); then
  *   the call fails with `unavailableMessage()` — each backend's reason — as a sticky TRANSIENT_FAILURE
  *   would have failed it at once (gRFC A61: a backend that failed keeps its last error as its reason
  *   while it reconnects, until it is ready again).
@@ -88,10 +86,8 @@ export interface ChannelOptions<L extends BackendLink = BackendLink> {
   readonly target: string;
   readonly policy: PolicySpec;
   readonly deps: BalancerDeps;
-  /** Options of the default connection (platform's BackendConnection); unused with `createConnection`. */
-  readonly connection?: Omit<BackendConnectionOptions, "address" | "onStateChange">;
-  /** Makes the link to one backend. Default: a BackendConnection (node:http2) with `connection`. */
-  readonly createConnection?: CreateBackendLink<L>;
+  /** Makes the link to one backend (the proxy's: platform's FrameBackend). */
+  readonly createConnection: CreateBackendLink<L>;
   /** The channel's timers (outlier interval, wake-ups, discovery retry). Default: node's, unref'd. */
   readonly timer?: Timer;
   /**
@@ -203,17 +199,6 @@ export class Backend<L extends BackendLink = BackendLink>
     this.connection = connection;
     this.load = load;
   }
-
-  /**
-   * A node:http2 stream to the backend, for the proxy (forward.ts). Only the node:http2 link
-   * (platform's BackendConnection) has one; another link throws, which the proxy takes as "the call
-   * never left": it is retried elsewhere or fails UNAVAILABLE.
-   */
-  request(headers: http2.OutgoingHttpHeaders): http2.ClientHttp2Stream {
-    const link = this.connection;
-    if (!(link instanceof BackendConnection)) throw new Error("its link carries no node:http2 streams");
-    return link.request(headers);
-  }
 }
 
 export interface BackendStatus {
@@ -281,9 +266,7 @@ export class Channel<L extends BackendLink = BackendLink> {
     this.#picker = QUEUE;
     this.#timer = options.timer ?? systemTimer;
     this.#wakeDelayMs = options.wakeDelayMs ?? defaultReadiness.wakeDelayMs;
-    // Without a factory the links are node:http2 BackendConnections, and L is BackendLink.
-    const nodeLinks: CreateBackendLink = (o) => new BackendConnection({ ...options.connection, ...o });
-    this.#createLink = options.createConnection ?? (nodeLinks as CreateBackendLink<L>);
+    this.#createLink = options.createConnection;
     const od = options.outlierDetection;
     const detector = od === undefined ? undefined : createOutlierDetector(od, options.deps);
     this.#outliers = detector?.enabled ? detector : undefined;

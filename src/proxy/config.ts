@@ -10,8 +10,8 @@ import { defaultHealthCheck } from "../health/grpc-health.ts";
 import { type ClassifierConfig, createClassifier, parseClassifierConfig } from "./classify.ts";
 import { idempotentPathsFromProtos } from "./idempotency.ts";
 import type { ClusterOptions, LbClusters } from "./lb.ts";
+import { defaultFrontLimits, type FrontLimits } from "./proxy-options.ts";
 import { CLUSTER_NAME, DEFAULT_CLUSTER, parseRouting, type RoutingConfig } from "./routes.ts";
-import { defaultFrontLimits, type FrontLimits } from "./server.ts";
 
 /**
  * `roster lb` configuration: the YAML file and the flags both end here, so both get the same checks and

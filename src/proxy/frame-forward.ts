@@ -8,9 +8,9 @@ import type { H2Stream, StreamOwner } from "../http2/connection.ts";
 import { ErrorCode } from "../http2/frame.ts";
 import type { FrameBackend } from "../platform/h2-backend.ts";
 import { decideAfterReset } from "./call-decision.ts";
-import type { ForwardOptions } from "./forward.ts";
 import { encodeGrpcMessage } from "./grpc-response.ts";
 import { headerOf } from "./headers.ts";
+import type { ForwardOptions } from "./proxy-options.ts";
 
 /**
  * One proxied call on the frame-level data path: a server-role stream on a client's connection (the

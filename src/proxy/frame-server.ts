@@ -9,7 +9,7 @@ import { forwardFrameCall, trailersOnlyList } from "./frame-forward.ts";
 import { PingStrikes } from "./front-keepalive.ts";
 import { encodeGrpcMessage } from "./grpc-response.ts";
 import { headerOf } from "./headers.ts";
-import { defaultFrontLimits, type ProxyServer, type ProxyServerOptions } from "./server.ts";
+import { defaultFrontLimits, type ProxyServer, type ProxyServerOptions } from "./proxy-options.ts";
 
 /** A connection that sends nothing recognisable within this time is closed. */
 const FIRST_BYTES_TIMEOUT_MS = 10_000;

@@ -14,5 +14,5 @@ export {
   type ReconfigureReport,
   startLb,
 } from "./lb.ts";
+export { defaultFrontLimits, type FrontLimits, type ProxyServer } from "./proxy-options.ts";
 export { parseRouting, type RouteConfig, type RoutingConfig } from "./routes.ts";
-export { defaultFrontLimits, type FrontLimits, type ProxyServer } from "./server.ts";

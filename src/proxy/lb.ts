@@ -10,8 +10,8 @@ import type { BackendConnectionOptions } from "../platform/backend-connection.ts
 import { FrameBackend } from "../platform/h2-backend.ts";
 import { systemClock, systemRandom } from "../platform/system.ts";
 import type { Classifier } from "./classify.ts";
-import type { ForwardOptions } from "./forward.ts";
 import { startFrameProxyServer } from "./frame-server.ts";
+import type { CallTarget, ForwardOptions, FrontLimits, ProxyServer } from "./proxy-options.ts";
 import {
   createRouter,
   DEFAULT_CLUSTER,
@@ -19,7 +19,6 @@ import {
   type Router,
   type RoutingConfig,
 } from "./routes.ts";
-import type { CallTarget, FrontLimits, ProxyServer } from "./server.ts";
 
 /** Defaults of the data path; documented in docs/configuration.md. */
 export const defaultForwardSettings = {

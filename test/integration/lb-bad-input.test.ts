@@ -12,7 +12,7 @@ import { staticEndpoint } from "../../src/core/endpoint.ts";
 import { createDefaultRegistry } from "../../src/core/policies/registry.ts";
 import { Status } from "../../src/core/status.ts";
 import { type Lb, startLb } from "../../src/proxy/lb.ts";
-import type { FrontLimits } from "../../src/proxy/server.ts";
+import type { FrontLimits } from "../../src/proxy/proxy-options.ts";
 import {
   decodeEchoReply,
   type EchoBackend,
