@@ -27,6 +27,8 @@ it("changes resume's settings live, and says when another policy needs a restart
   const c = channel("resume");
   assert.equal(c.reconfigurePolicy("resume", { variance: 2, backlogHistory: 5 }), true);
   assert.throws(() => c.reconfigurePolicy("resume", { variance: -1 }), /policy\.variance/);
+  assert.equal(c.reconfigurePolicy("resume", { minShare: 0.5, shareHistory: 10, moveClassShare: 0.5 }), true);
+  assert.throws(() => c.reconfigurePolicy("resume", { minShare: 2 }), /policy\.minShare/);
   assert.equal(c.reconfigurePolicy("least_request", {}), false);
   assert.equal(channel("round_robin").reconfigurePolicy("round_robin", {}), false);
 });

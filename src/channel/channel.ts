@@ -389,7 +389,7 @@ export class Channel<L extends BackendLink = BackendLink> {
   /** What the balancer tells about itself (resume: its backlogs and LRU order), when it has a `status()`. */
   /**
    * Applies changed settings of the running policy without losing its state, when the policy can
-   * (`resume`'s variance, backlogHistory, unskilledScore). Returns false when a restart is needed
+   * (`resume`'s variance, backlogHistory, unskilledScore, minShare, shareHistory, moveClassShare). Returns false when a restart is needed
    * (another policy, or one without live settings). Throws ConfigError for invalid settings.
    */
   reconfigurePolicy(name: string, raw: unknown): boolean {
