@@ -416,6 +416,40 @@ describe("HTTP/2 connection (server role): streams", () => {
 });
 
 describe("HTTP/2 connection: defences", () => {
+  it("holds DATA in the stream queues while the platform's write buffer is full, whatever the windows", () => {
+    const c = server();
+    c.send(c.headers(1, REQUEST, Flag.END_HEADERS | Flag.END_STREAM));
+    c.take();
+    const s = c.streams[0]!;
+    c.conn.sendHeaders(s, [":status", "200"], false);
+    c.conn.holdSend(true);
+    c.conn.sendData(s, Buffer.alloc(1000), false);
+    c.conn.sendHeaders(s, ["grpc-status", "0"], true);
+    // Headers are not held (they are not flow-controlled); DATA and the trailers behind it are.
+    assert.deepEqual(
+      c.take().map((f) => f.type),
+      [FrameType.HEADERS],
+    );
+    assert.equal(s.pendingBytes, 1000);
+    c.send(windowUpdateFrame(0, 100_000), windowUpdateFrame(1, 100_000));
+    assert.deepEqual(
+      c.take().map((f) => f.type),
+      [],
+      "a WINDOW_UPDATE does not release held DATA",
+    );
+    c.conn.holdSend(false);
+    const out = c.take();
+    assert.deepEqual(
+      out.map((f) => [f.type, f.flags & Flag.END_STREAM]),
+      [
+        [FrameType.DATA, 0],
+        [FrameType.HEADERS, Flag.END_STREAM],
+      ],
+    );
+    assert.equal(out[0]!.payload.length, 1000);
+    assert.ok(s.closed);
+  });
+
   it("closes a connection whose client resets most streams before their response (rapid reset)", () => {
     const c = server();
     const frames: Buffer[] = [];

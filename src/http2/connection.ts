@@ -245,6 +245,8 @@ export class Http2Connection {
   #connUnconsumed = 0;
   /** Streams with queued DATA and stream window left, waiting for the connection window. */
   readonly #blocked = new Set<H2Stream>();
+  /** The platform's write buffer is full (the peer does not read): DATA stays in the stream queues. */
+  #sendHeld = false;
 
   #nextStreamId: number;
   /** Highest stream id the peer opened (server role) — also GOAWAY's last-stream-id. */
@@ -934,12 +936,25 @@ export class Http2Connection {
     this.#flushStream(s);
   }
 
+  /**
+   * The platform says whether its write buffer is full (`held`: the peer is not reading what it was
+   * sent). While held, DATA is not framed whatever the windows allow: it stays queued per stream, so
+   * `pendingBytes` rises and the owner stops reading the other side (a client that grants huge windows
+   * and then stops reading cannot make us buffer without bound). Released: the queues go out again.
+   */
+  holdSend(held: boolean): void {
+    if (this.#sendHeld === held) return;
+    this.#sendHeld = held;
+    if (held) return;
+    for (const s of [...this.#streams.values()]) if (s.pendingBytes > 0 || s.pendingEnd) this.#flushStream(s);
+  }
+
   /** Sends what the windows allow of `s`'s queue. */
   #flushStream(s: H2Stream): void {
     if (s.closed) return;
     const maxFrame = this.peerMaxFrameSize;
     while (s.pendingBytes > 0) {
-      const allowed = Math.min(s.sendWindow, this.#connSendWindow, maxFrame);
+      const allowed = this.#sendHeld ? 0 : Math.min(s.sendWindow, this.#connSendWindow, maxFrame);
       if (allowed <= 0) {
         if (s.sendWindow > 0) this.#blocked.add(s); // waiting for the connection window, not its own
         s.stalled = true;

@@ -11,16 +11,19 @@
 import net from "node:net";
 import {
   CONNECTION_PREFACE,
+  DEFAULT_WINDOW_SIZE,
   ErrorCode,
   Flag,
   FrameReader,
   FrameType,
   frameHeader,
   MAX_MAX_FRAME_SIZE,
+  MAX_WINDOW_SIZE,
   parseGoaway,
   SETTINGS_ACK,
   type Settings,
   settingsFrame,
+  windowUpdateFrame,
 } from "../../src/http2/frame.ts";
 import { HpackDecoder, HpackEncoder } from "../../src/http2/hpack.ts";
 import { echoPath, encodeEchoRequest, grpcFrame } from "./echo-backend.ts";
@@ -94,6 +97,11 @@ export interface ConnectOptions {
   readonly settings?: Settings;
   /** Send the preface and SETTINGS and wait for the server's SETTINGS (default true). */
   readonly handshake?: boolean;
+  /**
+   * Raise the connection's receive window to 2^31-1 at the handshake (default true), so that many
+   * small responses never wait for a WINDOW_UPDATE (this client sends none by itself).
+   */
+  readonly bigConnectionWindow?: boolean;
 }
 
 export class RawH2 {
@@ -104,8 +112,9 @@ export class RawH2 {
   readonly #reader = new FrameReader(MAX_MAX_FRAME_SIZE);
   #block: { type: number; flags: number; stream: number; parts: Buffer[] } | undefined;
   #waiters: (() => void)[] = [];
+  /** The server ended or reset the connection. */
   closed = false;
-  /** When the socket closed (Date.now()), for bounds on how fast the server closes. */
+  /** When it did (Date.now()), for bounds on how fast the server closes. */
   closedAt = 0;
   /** Bytes received in total (also while the frames are not parsed). */
   bytesIn = 0;
@@ -127,16 +136,21 @@ export class RawH2 {
       }
       this.#wake();
     });
-    socket.on("close", () => {
+    // The socket is half-open (allowHalfOpen): our side never closes by itself, so "closed" means
+    // the server ended (FIN) or reset the connection, as an attacker that ignores FIN would see it.
+    const onGone = () => {
+      if (this.closed) return;
       this.closed = true;
       this.closedAt = Date.now();
       this.#wake();
-    });
+    };
+    socket.on("end", onGone);
+    socket.on("close", onGone);
   }
 
   /** A TCP connection to 127.0.0.1:`port`; with the handshake unless `handshake: false`. */
   static async connect(port: number, o: ConnectOptions = {}): Promise<RawH2> {
-    const socket = net.connect({ port, host: "127.0.0.1", noDelay: true });
+    const socket = net.connect({ port, host: "127.0.0.1", noDelay: true, allowHalfOpen: true });
     const c = new RawH2(socket);
     await new Promise<void>((resolve, reject) => {
       socket.once("connect", resolve);
@@ -144,6 +158,8 @@ export class RawH2 {
     });
     if (o.handshake !== false) {
       c.send(CONNECTION_PREFACE, settingsFrame(o.settings ?? []));
+      if (o.bigConnectionWindow !== false)
+        c.send(windowUpdateFrame(0, MAX_WINDOW_SIZE - DEFAULT_WINDOW_SIZE));
       await c.waitFrame((f) => f.type === FrameType.SETTINGS && (f.flags & Flag.ACK) === 0);
       c.send(SETTINGS_ACK);
     }
@@ -357,4 +373,37 @@ export class RawH2 {
   destroy(): void {
     this.socket.destroy();
   }
+}
+
+/** An HPACK integer (RFC 7541 §5.1) with a `prefixBits` prefix whose high bits are `first`. */
+export function hpackInt(value: number, prefixBits: number, first = 0): Buffer {
+  const max = (1 << prefixBits) - 1;
+  if (value < max) return Buffer.from([first | value]);
+  const out = [first | max];
+  let rest = value - max;
+  // Bounded: 7 bits per turn.
+  while (rest >= 128) {
+    out.push((rest & 0x7f) | 0x80);
+    rest = Math.floor(rest / 128);
+  }
+  out.push(rest);
+  return Buffer.from(out);
+}
+
+/** A header list as HPACK literals without indexing, new names, no Huffman (the peer's table is untouched). */
+export function literalBlock(headers: readonly string[]): Buffer {
+  const parts: Buffer[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = Buffer.from(headers[i]!, "latin1");
+    const value = Buffer.from(headers[i + 1]!, "latin1");
+    parts.push(Buffer.from([0]), hpackInt(name.length, 7), name, hpackInt(value.length, 7), value);
+  }
+  return Buffer.concat(parts);
+}
+
+/** A literal header field with incremental indexing, new name (RFC 7541 §6.2.1): enters the peer's table. */
+export function indexedLiteral(name: string, value: string): Buffer {
+  const n = Buffer.from(name, "latin1");
+  const v = Buffer.from(value, "latin1");
+  return Buffer.concat([Buffer.from([0x40]), hpackInt(n.length, 7), n, hpackInt(v.length, 7), v]);
 }
