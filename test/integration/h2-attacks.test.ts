@@ -21,7 +21,6 @@ import {
   rstStreamFrame,
   SettingId,
   settingsFrame,
-  windowUpdateFrame,
 } from "../../src/http2/frame.ts";
 import { type Lb, startLb } from "../../src/proxy/lb.ts";
 import type { FrontLimits } from "../../src/proxy/server.ts";
@@ -461,7 +460,8 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
     console.log(
       `SETTINGS flood: ${result.sent} SETTINGS sent (${(result.sent * 15) / 1e6} MB), ${result.stuck} bytes not taken by the balancer; arrayBuffers peak +${(result.peak / 1e6).toFixed(1)} MB, heap peak +${(result.heapPeak / 1e6).toFixed(1)} MB; connection ${result.closed ? "closed" : "open"}`,
     );
-    assert.ok(result.peak < 64 * 1024 * 1024, `memory grew ${result.peak} bytes`);
+    // The ACKs wait in the socket's queue up to maxWriteBufferBytes (4 MB), then reading stops.
+    assert.ok(result.peak < 32 * 1024 * 1024, `arrayBuffers grew ${result.peak} bytes`);
     a.destroy();
   });
 
@@ -519,8 +519,11 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
     console.log(
       `slow reader (big windows, socket not read): arrayBuffers peak +${(result.peak / 1e6).toFixed(1)} MB; connection ${result.open ? "still open" : "closed"}`,
     );
+    // The socket's queue (maxWriteBufferBytes, 4 MB) whose DATA views pin the 64 KB reads they came
+    // from (up to 4x), the backend stream's window (1 MB), a turn's reads, and garbage not yet collected:
+    // under 64 MB. Without the hold on DATA it grew with the response (161 MB of a 100 MB stream in 2.5 s).
     assert.ok(
-      result.peak < 32 * 1024 * 1024,
+      result.peak < 64 * 1024 * 1024,
       `the balancer buffered ${result.peak} bytes for a client that does not read`,
     );
     a.destroy();
