@@ -132,6 +132,11 @@ describe("HTTP/2 connection (server role): connection errors the RFC names", () 
     ],
     ["HEADERS on stream 0", (c) => [c.headers(0, REQUEST)], ErrorCode.PROTOCOL_ERROR],
     ["HEADERS opening an even (server) stream id", (c) => [c.headers(2, REQUEST)], ErrorCode.PROTOCOL_ERROR],
+    [
+      "HEADERS without END_STREAM on a stream id below one already opened",
+      (c) => [c.headers(5, REQUEST), c.headers(3, REQUEST)],
+      ErrorCode.PROTOCOL_ERROR,
+    ],
     ["SETTINGS on a stream", () => [frame(FrameType.SETTINGS, 0, 1)], ErrorCode.PROTOCOL_ERROR],
     [
       "SETTINGS of 5 bytes",
@@ -390,6 +395,15 @@ describe("HTTP/2 connection (server role): streams", () => {
     );
     assert.deepEqual(c.events, ["stream 1 /pkg.Echo/Echo", `reset 1 ${ErrorCode.CANCEL} by peer`]);
     assert.equal(c.conn.state, "open");
+  });
+
+  it("ignores trailers in flight on a stream it already closed (HPACK kept in sync)", () => {
+    const c = server();
+    c.send(c.headers(1, REQUEST), rstStreamFrame(1, ErrorCode.CANCEL));
+    c.send(c.headers(1, ["x-trailer", "1"], Flag.END_HEADERS | Flag.END_STREAM));
+    c.send(c.headers(3, REQUEST, Flag.END_HEADERS | Flag.END_STREAM));
+    assert.equal(c.conn.state, "open");
+    assert.deepEqual(c.events.at(-1), "stream 3 /pkg.Echo/Echo end");
   });
 
   it("answers PRIORITY rules: wrong length and self-dependency reset the stream, otherwise ignored", () => {

@@ -587,7 +587,11 @@ export class Http2Connection {
     let s = this.#streams.get(streamId);
     if (s === undefined) {
       if (this.#isClosedId(streamId)) {
-        // Trailers in flight for a stream we reset: decoded (HPACK stays in sync), then ignored.
+        // Trailers in flight for a stream we reset: decoded (HPACK stays in sync), then ignored. A
+        // client's block without END_STREAM cannot be trailers: it opens a stream id already used or
+        // skipped (§5.1.1).
+        if (this.role === "server" && this.#isPeerStreamId(streamId) && !endStream)
+          this.#fatal(ErrorCode.PROTOCOL_ERROR, `HEADERS reusing stream ${streamId} (ids must increase)`);
         return;
       }
       if (!this.#isPeerStreamId(streamId) || this.role === "client") {
