@@ -475,6 +475,20 @@ describe("HTTP/2 connection: defences", () => {
     assert.ok(c.streams.length <= 101, `${c.streams.length} streams were opened`);
   });
 
+  it("closes a connection that keeps opening streams past MAX_CONCURRENT_STREAMS (refused count as premature)", () => {
+    const c = server({ maxConcurrentStreams: 10, minStreamsForResetCheck: 100 });
+    const frames: Buffer[] = [];
+    for (let i = 0; i < 60; i++) frames.push(c.headers(1 + 2 * i, REQUEST));
+    c.send(...frames);
+    // 10 open, 50 refused: under the rule's minimum of 100 streams, the connection stays.
+    assert.equal(rstCodes(c.take()).length, 50);
+    assert.equal(c.conn.state, "open");
+    const more: Buffer[] = [];
+    for (let i = 60; i < 200; i++) more.push(c.headers(1 + 2 * i, REQUEST));
+    c.send(...more);
+    assert.equal(goawayCode(c.take()), ErrorCode.ENHANCE_YOUR_CALM);
+  });
+
   it("keeps a connection whose client cancels a few calls", () => {
     const c = server();
     const frames: Buffer[] = [];

@@ -59,8 +59,8 @@ import { HpackDecoder, HpackEncoder } from "./hpack.ts";
  * violations get the error the RFC names; header blocks are bounded in bytes and CONTINUATION frames;
  * decoded header lists past `maxHeaderListSize` are refused per stream with the HPACK state kept in
  * sync (HPACK bomb); streams past MAX_CONCURRENT_STREAMS are refused; streams the client opens and
- * resets before the response began ("premature resets", CVE-2023-44487) are counted and a connection
- * with too many gets GOAWAY ENHANCE_YOUR_CALM; queued control answers (SETTINGS/PING ACKs, RST_STREAM)
+ * resets before the response began ("premature resets", CVE-2023-44487), and streams refused, are
+ * counted and a connection with too many gets GOAWAY ENHANCE_YOUR_CALM; queued control answers (SETTINGS/PING ACKs, RST_STREAM)
  * beyond `maxQueuedControlFrames` while the peer does not read close the connection the same way.
  */
 
@@ -615,6 +615,14 @@ export class Http2Connection {
       }
       if (this.#peerActive >= this.settings.maxConcurrentStreams) {
         this.#queueControl(rstStreamFrame(streamId, ErrorCode.REFUSED_STREAM));
+        // A refused stream ended before its response too: one that keeps opening past the limit is
+        // flooding, and meets the premature-reset rule (node:http2 closes after 100 refusals).
+        this.#prematureResets++;
+        if (this.#tooManyPrematureResets())
+          this.#fatal(
+            ErrorCode.ENHANCE_YOUR_CALM,
+            `too many streams refused past SETTINGS_MAX_CONCURRENT_STREAMS or reset before their response (${this.#prematureResets} of ${this.#streamsOpened})`,
+          );
         return;
       }
       this.#streams.set(streamId, s);
@@ -704,10 +712,7 @@ export class Http2Connection {
     const code = payload.readUInt32BE(0);
     if (this.role === "server" && !s.headersSent) {
       this.#prematureResets++;
-      if (
-        this.#streamsOpened >= this.settings.minStreamsForResetCheck &&
-        this.#prematureResets > this.#streamsOpened * this.settings.maxPrematureResetRatio
-      ) {
+      if (this.#tooManyPrematureResets()) {
         this.#close(s, code, true);
         this.#fatal(
           ErrorCode.ENHANCE_YOUR_CALM,
@@ -717,6 +722,13 @@ export class Http2Connection {
       }
     }
     this.#close(s, code, true);
+  }
+
+  #tooManyPrematureResets(): boolean {
+    return (
+      this.#streamsOpened >= this.settings.minStreamsForResetCheck &&
+      this.#prematureResets > this.#streamsOpened * this.settings.maxPrematureResetRatio
+    );
   }
 
   #onSettings(flags: number, streamId: number, payload: Buffer): void {

@@ -318,6 +318,38 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
     a.destroy();
   });
 
+  test("stream flood that keeps opening past the limit (refusals without end): GOAWAY ENHANCE_YOUR_CALM, socket closed", async () => {
+    const a = await attacker();
+    const { result } = await underAttack(async () => {
+      let id = 1;
+      const open: Buffer[] = [];
+      for (let i = 0; i < 100; i++, id += 2)
+        open.push(a.headersFrame(id, grpcRequestHeaders(), { endStream: false }));
+      a.send(...open);
+      let sent = 0;
+      const until = Date.now() + 2000;
+      // Bounded by the clock and the server closing: batches of 500 streams it can only refuse.
+      while (!a.closed && Date.now() < until) {
+        const batch: Buffer[] = [];
+        for (let i = 0; i < 500; i++, id += 2)
+          batch.push(a.headersFrame(id, grpcRequestHeaders(), { endStream: true }));
+        a.send(...batch);
+        sent += 500;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const refused = a.frames.filter(
+        (f) => f.type === FrameType.RST_STREAM && f.payload.readUInt32BE(0) === ErrorCode.REFUSED_STREAM,
+      ).length;
+      const g = await a.goaway(1000).catch(() => undefined);
+      return { sent, refused, g, closed: a.closed };
+    });
+    console.log(
+      `refused-stream flood: ${result.sent} streams past the limit, ${result.refused} REFUSED_STREAM, ${result.g ? `GOAWAY ${errorCodeName(result.g.code)} "${result.g.debug}"` : "no GOAWAY"}`,
+    );
+    assert.equal(errorCodeName(result.g?.code ?? 0), "ENHANCE_YOUR_CALM");
+    await a.closedWithin(2000);
+  });
+
   test("HPACK bomb: a table entry referenced thousands of times in one block is refused per stream (RESOURCE_EXHAUSTED), cheaply; the connection stays", async () => {
     const a = await attacker();
     const big = "v".repeat(4000);
