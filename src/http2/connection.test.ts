@@ -132,6 +132,11 @@ describe("HTTP/2 connection (server role): connection errors the RFC names", () 
     ],
     ["HEADERS on stream 0", (c) => [c.headers(0, REQUEST)], ErrorCode.PROTOCOL_ERROR],
     ["HEADERS opening an even (server) stream id", (c) => [c.headers(2, REQUEST)], ErrorCode.PROTOCOL_ERROR],
+    [
+      "HEADERS without END_STREAM on a stream id below one already opened",
+      (c) => [c.headers(5, REQUEST), c.headers(3, REQUEST)],
+      ErrorCode.PROTOCOL_ERROR,
+    ],
     ["SETTINGS on a stream", () => [frame(FrameType.SETTINGS, 0, 1)], ErrorCode.PROTOCOL_ERROR],
     [
       "SETTINGS of 5 bytes",
@@ -392,6 +397,15 @@ describe("HTTP/2 connection (server role): streams", () => {
     assert.equal(c.conn.state, "open");
   });
 
+  it("ignores trailers in flight on a stream it already closed (HPACK kept in sync)", () => {
+    const c = server();
+    c.send(c.headers(1, REQUEST), rstStreamFrame(1, ErrorCode.CANCEL));
+    c.send(c.headers(1, ["x-trailer", "1"], Flag.END_HEADERS | Flag.END_STREAM));
+    c.send(c.headers(3, REQUEST, Flag.END_HEADERS | Flag.END_STREAM));
+    assert.equal(c.conn.state, "open");
+    assert.deepEqual(c.events.at(-1), "stream 3 /pkg.Echo/Echo end");
+  });
+
   it("answers PRIORITY rules: wrong length and self-dependency reset the stream, otherwise ignored", () => {
     const c = server();
     const prio = (id: number, dep: number, len = 5) => {
@@ -416,6 +430,40 @@ describe("HTTP/2 connection (server role): streams", () => {
 });
 
 describe("HTTP/2 connection: defences", () => {
+  it("holds DATA in the stream queues while the platform's write buffer is full, whatever the windows", () => {
+    const c = server();
+    c.send(c.headers(1, REQUEST, Flag.END_HEADERS | Flag.END_STREAM));
+    c.take();
+    const s = c.streams[0]!;
+    c.conn.sendHeaders(s, [":status", "200"], false);
+    c.conn.holdSend(true);
+    c.conn.sendData(s, Buffer.alloc(1000), false);
+    c.conn.sendHeaders(s, ["grpc-status", "0"], true);
+    // Headers are not held (they are not flow-controlled); DATA and the trailers behind it are.
+    assert.deepEqual(
+      c.take().map((f) => f.type),
+      [FrameType.HEADERS],
+    );
+    assert.equal(s.pendingBytes, 1000);
+    c.send(windowUpdateFrame(0, 100_000), windowUpdateFrame(1, 100_000));
+    assert.deepEqual(
+      c.take().map((f) => f.type),
+      [],
+      "a WINDOW_UPDATE does not release held DATA",
+    );
+    c.conn.holdSend(false);
+    const out = c.take();
+    assert.deepEqual(
+      out.map((f) => [f.type, f.flags & Flag.END_STREAM]),
+      [
+        [FrameType.DATA, 0],
+        [FrameType.HEADERS, Flag.END_STREAM],
+      ],
+    );
+    assert.equal(out[0]!.payload.length, 1000);
+    assert.ok(s.closed);
+  });
+
   it("closes a connection whose client resets most streams before their response (rapid reset)", () => {
     const c = server();
     const frames: Buffer[] = [];
@@ -425,6 +473,20 @@ describe("HTTP/2 connection: defences", () => {
     assert.equal(goawayCode(c.take()), ErrorCode.ENHANCE_YOUR_CALM);
     // It stopped at the check, not after the 120th stream.
     assert.ok(c.streams.length <= 101, `${c.streams.length} streams were opened`);
+  });
+
+  it("closes a connection that keeps opening streams past MAX_CONCURRENT_STREAMS (refused count as premature)", () => {
+    const c = server({ maxConcurrentStreams: 10, minStreamsForResetCheck: 100 });
+    const frames: Buffer[] = [];
+    for (let i = 0; i < 60; i++) frames.push(c.headers(1 + 2 * i, REQUEST));
+    c.send(...frames);
+    // 10 open, 50 refused: under the rule's minimum of 100 streams, the connection stays.
+    assert.equal(rstCodes(c.take()).length, 50);
+    assert.equal(c.conn.state, "open");
+    const more: Buffer[] = [];
+    for (let i = 60; i < 200; i++) more.push(c.headers(1 + 2 * i, REQUEST));
+    c.send(...more);
+    assert.equal(goawayCode(c.take()), ErrorCode.ENHANCE_YOUR_CALM);
   });
 
   it("keeps a connection whose client cancels a few calls", () => {

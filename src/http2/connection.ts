@@ -59,8 +59,8 @@ import { HpackDecoder, HpackEncoder } from "./hpack.ts";
  * violations get the error the RFC names; header blocks are bounded in bytes and CONTINUATION frames;
  * decoded header lists past `maxHeaderListSize` are refused per stream with the HPACK state kept in
  * sync (HPACK bomb); streams past MAX_CONCURRENT_STREAMS are refused; streams the client opens and
- * resets before the response began ("premature resets", CVE-2023-44487) are counted and a connection
- * with too many gets GOAWAY ENHANCE_YOUR_CALM; queued control answers (SETTINGS/PING ACKs, RST_STREAM)
+ * resets before the response began ("premature resets", CVE-2023-44487), and streams refused, are
+ * counted and a connection with too many gets GOAWAY ENHANCE_YOUR_CALM; queued control answers (SETTINGS/PING ACKs, RST_STREAM)
  * beyond `maxQueuedControlFrames` while the peer does not read close the connection the same way.
  */
 
@@ -245,6 +245,8 @@ export class Http2Connection {
   #connUnconsumed = 0;
   /** Streams with queued DATA and stream window left, waiting for the connection window. */
   readonly #blocked = new Set<H2Stream>();
+  /** The platform's write buffer is full (the peer does not read): DATA stays in the stream queues. */
+  #sendHeld = false;
 
   #nextStreamId: number;
   /** Highest stream id the peer opened (server role) — also GOAWAY's last-stream-id. */
@@ -585,7 +587,11 @@ export class Http2Connection {
     let s = this.#streams.get(streamId);
     if (s === undefined) {
       if (this.#isClosedId(streamId)) {
-        // Trailers in flight for a stream we reset: decoded (HPACK stays in sync), then ignored.
+        // Trailers in flight for a stream we reset: decoded (HPACK stays in sync), then ignored. A
+        // client's block without END_STREAM cannot be trailers: it opens a stream id already used or
+        // skipped (§5.1.1).
+        if (this.role === "server" && this.#isPeerStreamId(streamId) && !endStream)
+          this.#fatal(ErrorCode.PROTOCOL_ERROR, `HEADERS reusing stream ${streamId} (ids must increase)`);
         return;
       }
       if (!this.#isPeerStreamId(streamId) || this.role === "client") {
@@ -609,6 +615,14 @@ export class Http2Connection {
       }
       if (this.#peerActive >= this.settings.maxConcurrentStreams) {
         this.#queueControl(rstStreamFrame(streamId, ErrorCode.REFUSED_STREAM));
+        // A refused stream ended before its response too: one that keeps opening past the limit is
+        // flooding, and meets the premature-reset rule (node:http2 closes after 100 refusals).
+        this.#prematureResets++;
+        if (this.#tooManyPrematureResets())
+          this.#fatal(
+            ErrorCode.ENHANCE_YOUR_CALM,
+            `too many streams refused past SETTINGS_MAX_CONCURRENT_STREAMS or reset before their response (${this.#prematureResets} of ${this.#streamsOpened})`,
+          );
         return;
       }
       this.#streams.set(streamId, s);
@@ -698,10 +712,7 @@ export class Http2Connection {
     const code = payload.readUInt32BE(0);
     if (this.role === "server" && !s.headersSent) {
       this.#prematureResets++;
-      if (
-        this.#streamsOpened >= this.settings.minStreamsForResetCheck &&
-        this.#prematureResets > this.#streamsOpened * this.settings.maxPrematureResetRatio
-      ) {
+      if (this.#tooManyPrematureResets()) {
         this.#close(s, code, true);
         this.#fatal(
           ErrorCode.ENHANCE_YOUR_CALM,
@@ -711,6 +722,13 @@ export class Http2Connection {
       }
     }
     this.#close(s, code, true);
+  }
+
+  #tooManyPrematureResets(): boolean {
+    return (
+      this.#streamsOpened >= this.settings.minStreamsForResetCheck &&
+      this.#prematureResets > this.#streamsOpened * this.settings.maxPrematureResetRatio
+    );
   }
 
   #onSettings(flags: number, streamId: number, payload: Buffer): void {
@@ -934,12 +952,25 @@ export class Http2Connection {
     this.#flushStream(s);
   }
 
+  /**
+   * The platform says whether its write buffer is full (`held`: the peer is not reading what it was
+   * sent). While held, DATA is not framed whatever the windows allow: it stays queued per stream, so
+   * `pendingBytes` rises and the owner stops reading the other side (a client that grants huge windows
+   * and then stops reading cannot make us buffer without bound). Released: the queues go out again.
+   */
+  holdSend(held: boolean): void {
+    if (this.#sendHeld === held) return;
+    this.#sendHeld = held;
+    if (held) return;
+    for (const s of [...this.#streams.values()]) if (s.pendingBytes > 0 || s.pendingEnd) this.#flushStream(s);
+  }
+
   /** Sends what the windows allow of `s`'s queue. */
   #flushStream(s: H2Stream): void {
     if (s.closed) return;
     const maxFrame = this.peerMaxFrameSize;
     while (s.pendingBytes > 0) {
-      const allowed = Math.min(s.sendWindow, this.#connSendWindow, maxFrame);
+      const allowed = this.#sendHeld ? 0 : Math.min(s.sendWindow, this.#connSendWindow, maxFrame);
       if (allowed <= 0) {
         if (s.sendWindow > 0) this.#blocked.add(s); // waiting for the connection window, not its own
         s.stalled = true;

@@ -2,7 +2,7 @@ import net from "node:net";
 import { Backoff, type BackoffOptions, defaultBackoff } from "../core/backoff.ts";
 import type { Address } from "../core/endpoint.ts";
 import type { ConnectionSettings, H2Stream, StreamOwner } from "../http2/connection.ts";
-import { errorCodeName } from "../http2/frame.ts";
+import { ErrorCode, errorCodeName } from "../http2/frame.ts";
 import type { BackendState } from "./backend-connection.ts";
 import { H2Transport } from "./h2-transport.ts";
 import { systemClock, systemRandom } from "./system.ts";
@@ -23,6 +23,12 @@ import { systemClock, systemRandom } from "./system.ts";
  * `maxSessions`). A connection that receives GOAWAY drains: its streams finish, new ones go to a
  * fresh connection opened at once, so the backend stays ready through the hand-over. Each connection is
  * PINGed every `keepaliveMs`; no answer within `keepaliveTimeoutMs` closes it.
+ *
+ * Cancellations are rate-limited per connection (`cancel`): the RST_STREAMs a connection may carry are
+ * a token bucket (`resetBudget`); once it is spent the connection drains and new streams go to a fresh
+ * one. Clients that reset calls en masse (rapid reset, CVE-2023-44487) would otherwise pass their
+ * resets through the balancer's shared connection, and the backend's own defence (nghttp2: 1000 resets,
+ * then 33 a second) would close it with GOAWAY — failing the honest calls on it too.
  */
 export interface FrameBackendOptions {
   readonly address: Address;
@@ -36,7 +42,15 @@ export interface FrameBackendOptions {
   readonly connectTimeoutMs?: number;
   readonly backoff?: BackoffOptions;
   readonly settings?: Partial<ConnectionSettings>;
+  /**
+   * RST_STREAMs one connection may send: `burst` at once, refilled at `perSecond`; past it the
+   * connection drains and a fresh one takes new streams. Default 500 and 20/s, half of nghttp2's
+   * server-side limit (1000 and 33/s), which node:http2 and grpc-js backends enforce.
+   */
+  readonly resetBudget?: { readonly burst: number; readonly perSecond: number };
 }
+
+const DEFAULT_RESET_BUDGET = { burst: 500, perSecond: 20 };
 
 interface Session {
   readonly transport: H2Transport;
@@ -45,6 +59,9 @@ interface Session {
   pingTimer: NodeJS.Timeout | undefined;
   pingDeadline: NodeJS.Timeout | undefined;
   connectTimer: NodeJS.Timeout | undefined;
+  /** Cancellations this connection may still send (token bucket, see `cancel`). */
+  resetTokens: number;
+  resetRefilledAt: number;
 }
 
 const PING_OPAQUE = Buffer.from("rosterKA", "latin1");
@@ -105,6 +122,32 @@ export class FrameBackend {
       best = this.#openSession();
     }
     return best.transport.conn.openStream(headers, endStream, owner);
+  }
+
+  /**
+   * Resets `stream` (one this backend opened) with `code`, counted against its connection's reset
+   * budget: once the budget is spent the connection drains (its open streams finish) and the next
+   * streams go to a fresh connection.
+   */
+  cancel(stream: H2Stream, code: number = ErrorCode.CANCEL): void {
+    if (stream.closed) return;
+    const conn = stream.conn;
+    conn.resetStream(stream, code);
+    let session: Session | undefined;
+    for (const s of this.#sessions) if (s.transport.conn === conn) session = s;
+    if (session === undefined || session.draining) return;
+    const budget = this.#o.resetBudget ?? DEFAULT_RESET_BUDGET;
+    const now = systemClock.now();
+    session.resetTokens = Math.min(
+      budget.burst,
+      session.resetTokens + ((now - session.resetRefilledAt) * budget.perSecond) / 1000,
+    );
+    session.resetRefilledAt = now;
+    session.resetTokens -= 1;
+    if (session.resetTokens < 1) {
+      this.#lastError = `connection drained after ${budget.burst} cancellations (reset budget)`;
+      this.#drain(session);
+    }
   }
 
   /** Stops new streams; open streams finish, then connections close. */
@@ -183,6 +226,8 @@ export class FrameBackend {
       pingTimer: undefined,
       pingDeadline: undefined,
       connectTimer: undefined,
+      resetTokens: (this.#o.resetBudget ?? DEFAULT_RESET_BUDGET).burst,
+      resetRefilledAt: systemClock.now(),
     };
     this.#sessions.push(session);
     const connectTimeoutMs = this.#o.connectTimeoutMs ?? 5000;

@@ -14,8 +14,10 @@ import {
  * sockets go out in one write per socket.
  *
  * Backpressure on the socket: when more than `maxWriteBufferBytes` wait in the socket's own buffer
- * (the peer does not read), reading from it stops until it drains, so a peer cannot make us queue
- * answers (ACKs, RST_STREAMs) without bound. DATA is bounded already by the peer's windows.
+ * (the peer does not read), reading from it stops and DATA stays in the stream queues (`holdSend`)
+ * until it drains, so a peer cannot make us queue answers (ACKs, RST_STREAMs) or, by granting huge
+ * windows it then does not read, DATA without bound. Batches of many small frames (a control-frame
+ * flood's ACKs) are joined into one buffer, so the socket's queue costs bytes, not an object per frame.
  */
 export interface TransportHooks {
   /** The socket is closed (after an error, the peer's close, or ours); the connection has ended its streams. */
@@ -34,6 +36,8 @@ export interface TransportOptions {
 const DEFAULT_MAX_WRITE_BUFFER = 4 * 1024 * 1024;
 /** Batches smaller than this are joined into one buffer before the write (a copy is cheaper than writev). */
 const JOIN_BELOW = 16 * 1024;
+/** Batches whose frames average fewer bytes than this are joined too (many ACKs, few DATA). */
+const SMALL_FRAME = 64;
 
 const dirty = new Set<H2Transport>();
 let flushScheduled = false;
@@ -93,6 +97,7 @@ export class H2Transport {
       if (this.#readPaused) {
         this.#readPaused = false;
         socket.resume();
+        this.conn.holdSend(false);
       }
     });
   }
@@ -127,7 +132,7 @@ export class H2Transport {
       else {
         let total = 0;
         for (const b of out) total += b.length;
-        if (total < JOIN_BELOW) socket.write(Buffer.concat(out, total));
+        if (total < JOIN_BELOW || total < out.length * SMALL_FRAME) socket.write(Buffer.concat(out, total));
         else {
           socket.cork();
           for (const b of out) socket.write(b);
@@ -141,6 +146,7 @@ export class H2Transport {
       ) {
         this.#readPaused = true;
         socket.pause();
+        this.conn.holdSend(true);
       }
     }
     if (this.#ending || this.conn.state === "closed") {

@@ -5,7 +5,6 @@ import type { PickContext } from "../core/picker.ts";
 import { CLASS_HEADER } from "../core/policies/resume.ts";
 import { type CallStatus, Status } from "../core/status.ts";
 import type { H2Stream, StreamOwner } from "../http2/connection.ts";
-import { ErrorCode } from "../http2/frame.ts";
 import type { FrameBackend } from "../platform/h2-backend.ts";
 import { decideAfterReset } from "./call-decision.ts";
 import { encodeGrpcMessage } from "./grpc-response.ts";
@@ -340,7 +339,7 @@ class FrameCall implements StreamOwner {
   #cancelBackend(): void {
     const stream = this.#stream;
     this.#stream = undefined;
-    if (stream !== undefined && !stream.closed) stream.conn.resetStream(stream, ErrorCode.CANCEL);
+    if (stream !== undefined && !stream.closed) this.#backend!.connection.cancel(stream);
   }
 
   // --- response direction ---------------------------------------------------------------------
@@ -375,7 +374,7 @@ class FrameCall implements StreamOwner {
   }
 
   #cancelStream(s: H2Stream): void {
-    if (!s.closed) s.conn.resetStream(s, ErrorCode.CANCEL);
+    if (!s.closed) this.#backend!.connection.cancel(s);
     if (this.#stream === s) this.#stream = undefined;
   }
 
@@ -542,7 +541,7 @@ class FrameCall implements StreamOwner {
     // The backend finished its half; if ours is still open (the client had not finished sending),
     // end it so the backend stream does not linger.
     if (stream !== undefined && !stream.closed && !stream.localEnded)
-      stream.conn.resetStream(stream, ErrorCode.CANCEL);
+      this.#backend!.connection.cancel(stream);
     const now = this.#o.clock.now();
     const backend = this.#backend;
     this.#loadDone?.(
