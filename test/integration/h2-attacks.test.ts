@@ -23,7 +23,7 @@ import {
   settingsFrame,
 } from "../../src/http2/frame.ts";
 import { type Lb, startLb } from "../../src/proxy/lb.ts";
-import type { FrontLimits } from "../../src/proxy/server.ts";
+import type { FrontLimits } from "../../src/proxy/proxy-options.ts";
 import {
   type EchoBackend,
   EchoClient,
