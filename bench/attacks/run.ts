@@ -32,10 +32,10 @@ import {
   dataFrame,
   echoBody,
   grpcRequestHeaders,
-  indexedLiteral,
   literalBlock,
   RawH2,
   rawFrame,
+  sendHpackBomb,
 } from "../../test/support/raw-h2.ts";
 
 const opts = new Command()
@@ -115,16 +115,9 @@ const attacks: Record<string, Attack> = {
     }),
   "hpack-bomb": (port, until, attackers) =>
     onFreshConnections(port, until, attackers, async (a) => {
-      const big = "v".repeat(4000);
       // Bounded by the clock and the balancer closing.
       for (let id = 1; Date.now() < until && !a.closed; id += 2) {
-        const block = Buffer.concat([
-          literalBlock(grpcRequestHeaders()),
-          indexedLiteral("x-bomb", big),
-          Buffer.alloc(12_000, 0x80 | 62),
-        ]);
-        a.send(a.headersBlockFrame(id, block.subarray(0, 16_000), { endHeaders: false, endStream: true }));
-        a.send(rawFrame(FrameType.CONTINUATION, Flag.END_HEADERS, id, block.subarray(16_000)));
+        sendHpackBomb(a, id); // ~48 MB decoded from a ~16 KB block
         await a.response(id, 2000);
         a.frames.length = 0;
       }

@@ -39,10 +39,10 @@ import {
   grpcRequestHeaders,
   header,
   hpackInt,
-  indexedLiteral,
   literalBlock,
   RawH2,
   rawFrame,
+  sendHpackBomb,
 } from "../support/raw-h2.ts";
 
 /** A length-prefixed ServerStream request: `count` messages of `size` bytes. */
@@ -352,21 +352,13 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
 
   test("HPACK bomb: a table entry referenced thousands of times in one block is refused per stream (RESOURCE_EXHAUSTED), cheaply; the connection stays", async () => {
     const a = await attacker();
-    const big = "v".repeat(4000);
     const { result } = await underAttack(async () => {
       const t = performance.now();
       const heap0 = process.memoryUsage().heapUsed;
       const statuses: (string | undefined)[] = [];
       for (let i = 0; i < 20; i++) {
         const id = 1 + 2 * i;
-        // 4000-byte entry, then 12,000 one-byte references to it: ~48 MB decoded from a ~16 KB block.
-        const block = Buffer.concat([
-          literalBlock(grpcRequestHeaders()),
-          indexedLiteral("x-bomb", big),
-          Buffer.alloc(12_000, 0x80 | 62),
-        ]);
-        a.send(a.headersBlockFrame(id, block.subarray(0, 16_000), { endHeaders: false, endStream: true }));
-        a.send(rawFrame(FrameType.CONTINUATION, Flag.END_HEADERS, id, block.subarray(16_000)));
+        sendHpackBomb(a, id); // ~48 MB decoded from a ~16 KB block
         const r = await a.response(id, 2000);
         statuses.push(header(r.headers, "grpc-status"));
       }

@@ -407,3 +407,18 @@ export function indexedLiteral(name: string, value: string): Buffer {
   const v = Buffer.from(value, "latin1");
   return Buffer.concat([Buffer.from([0x40]), hpackInt(n.length, 7), n, hpackInt(v.length, 7), v]);
 }
+
+/**
+ * Sends an HPACK bomb on `stream`: a request header block that adds a 4000-byte entry to the dynamic
+ * table and then references it 12,000 times (~48 MB decoded from a ~16 KB block), as HEADERS
+ * (END_STREAM) + CONTINUATION.
+ */
+export function sendHpackBomb(a: RawH2, stream: number): void {
+  const block = Buffer.concat([
+    literalBlock(grpcRequestHeaders()),
+    indexedLiteral("x-bomb", "v".repeat(4000)),
+    Buffer.alloc(12_000, 0x80 | 62),
+  ]);
+  a.send(a.headersBlockFrame(stream, block.subarray(0, 16_000), { endHeaders: false, endStream: true }));
+  a.send(rawFrame(FrameType.CONTINUATION, Flag.END_HEADERS, stream, block.subarray(16_000)));
+}
