@@ -9,7 +9,6 @@ import {
   FrameReader,
   FrameType,
   goawayFrame,
-  headersFrames,
   MAX_MAX_FRAME_SIZE,
   MAX_STREAM_ID,
   MAX_WINDOW_SIZE,
@@ -24,6 +23,7 @@ import {
   writeFrameHeader,
 } from "./frame.ts";
 import { HpackDecoder, HpackEncoder } from "./hpack.ts";
+import { OutBuffer } from "./out-buffer.ts";
 
 /**
  * One HTTP/2 connection (RFC 9113) as a pure state machine: bytes and calls in, frames and callbacks
@@ -226,7 +226,7 @@ export class Http2Connection {
   readonly #encoder: HpackEncoder;
   readonly #streams = new Map<number, H2Stream>();
   #state: ConnState = "open";
-  #out: Buffer[] = [];
+  readonly #out = new OutBuffer();
   #outSignalled = false;
   #queuedControl = 0;
   /** Client role: waiting for the server's preface? Server role: waiting for the client's preface bytes. */
@@ -339,9 +339,9 @@ export class Http2Connection {
   takeOutput(): Buffer[] | undefined {
     this.#outSignalled = false;
     this.#queuedControl = 0;
-    if (this.#out.length === 0) return undefined;
-    const out = this.#out;
-    this.#out = [];
+    const out = this.#out.take();
+    // An idle connection keeps no slab (a thousand quiet clients hold no output memory).
+    if (this.#streams.size === 0) this.#out.release();
     return out;
   }
 
@@ -490,7 +490,7 @@ export class Http2Connection {
     this.#connRecvToAck += n;
     if (this.#connRecvToAck >= this.settings.connectionWindowSize / 2) {
       this.#connRecvWindow += this.#connRecvToAck;
-      this.#push(windowUpdateFrame(0, this.#connRecvToAck));
+      this.#pushWindowUpdate(0, this.#connRecvToAck);
       this.#connRecvToAck = 0;
     }
   }
@@ -500,7 +500,7 @@ export class Http2Connection {
     if (s.remoteEnded || s.closed) return; // nothing more will come: no update needed
     if (s.recvToAck >= this.settings.initialWindowSize / 2) {
       s.recvWindow += s.recvToAck;
-      this.#push(windowUpdateFrame(s.id, s.recvToAck));
+      this.#pushWindowUpdate(s.id, s.recvToAck);
       s.recvToAck = 0;
     }
   }
@@ -636,10 +636,14 @@ export class Http2Connection {
         else this.#resetStream(s, ErrorCode.REFUSED_STREAM, false);
         return;
       }
-      const problem = checkRequestHeaders(decoded.headers);
-      if (problem !== undefined) {
-        this.#resetStream(s, ErrorCode.PROTOCOL_ERROR, false);
-        return;
+      // A block repeated byte for byte (same table) was checked when it first came.
+      const repeat = decoded.repeat;
+      if (repeat === undefined || repeat.note !== CHECKED) {
+        if (checkRequestHeaders(decoded.headers) !== undefined) {
+          this.#resetStream(s, ErrorCode.PROTOCOL_ERROR, false);
+          return;
+        }
+        if (repeat !== undefined) repeat.note = CHECKED;
       }
       this.#h.onStream?.(s, decoded.headers, endStream);
       if (s.owner === undefined && !s.closed) this.#resetStream(s, ErrorCode.REFUSED_STREAM, false);
@@ -929,8 +933,7 @@ export class Http2Connection {
   }
 
   #writeHeaders(s: H2Stream, headers: readonly string[], endStream: boolean): void {
-    const block = this.#encoder.encode(headers);
-    this.#push(headersFrames(s.id, block, endStream, this.peerMaxFrameSize));
+    this.#pushHeaders(s.id, headers, endStream);
     s.headersSent = true;
     if (endStream) {
       s.localEnded = true;
@@ -1002,8 +1005,7 @@ export class Http2Connection {
       const trailers = s.pendingTrailers;
       if (trailers !== undefined) {
         s.pendingTrailers = undefined;
-        const block = this.#encoder.encode(trailers);
-        this.#push(headersFrames(s.id, block, true, this.peerMaxFrameSize));
+        this.#pushHeaders(s.id, trailers, true);
       } else {
         this.#pushData(s.id, EMPTY, true);
       }
@@ -1017,19 +1019,50 @@ export class Http2Connection {
   }
 
   #pushData(streamId: number, piece: Buffer, endStream: boolean): void {
-    // Small payloads are copied behind their frame header (one buffer); large ones are written as
-    // they are (a view of the bytes read from the other connection: no copy).
+    // Small payloads are copied behind their frame header into the output slab; large ones are
+    // queued as they are (a view of the bytes read from the other connection: no copy).
+    const out = this.#out;
+    const flags = endStream ? Flag.END_STREAM : 0;
     if (piece.length <= 1024) {
-      const out = Buffer.allocUnsafe(FRAME_HEADER_SIZE + piece.length);
-      writeFrameHeader(out, 0, piece.length, FrameType.DATA, endStream ? Flag.END_STREAM : 0, streamId);
-      piece.copy(out, FRAME_HEADER_SIZE);
-      this.#push(out);
+      const at = out.reserve(FRAME_HEADER_SIZE + piece.length);
+      writeFrameHeader(out.slab, at, piece.length, FrameType.DATA, flags, streamId);
+      out.slab.set(piece, at + FRAME_HEADER_SIZE);
     } else {
-      const header = Buffer.allocUnsafe(FRAME_HEADER_SIZE);
-      writeFrameHeader(header, 0, piece.length, FrameType.DATA, endStream ? Flag.END_STREAM : 0, streamId);
-      this.#push(header);
-      this.#push(piece);
+      writeFrameHeader(out.slab, out.reserve(FRAME_HEADER_SIZE), piece.length, FrameType.DATA, flags, streamId);
+      out.append(piece);
     }
+    this.#signal();
+  }
+
+  /** A header block encoded straight from the encoder's scratch into HEADERS (+ CONTINUATION) frames. */
+  #pushHeaders(streamId: number, headers: readonly string[], endStream: boolean): void {
+    const encoder = this.#encoder;
+    const length = encoder.encodeToScratch(headers);
+    const block = encoder.scratch;
+    const maxFrame = this.peerMaxFrameSize;
+    const out = this.#out;
+    let from = 0;
+    let first = true;
+    do {
+      const n = Math.min(maxFrame, length - from);
+      const last = from + n === length;
+      const type = first ? FrameType.HEADERS : FrameType.CONTINUATION;
+      const flags = (last ? Flag.END_HEADERS : 0) | (first && endStream ? Flag.END_STREAM : 0);
+      const at = out.reserve(FRAME_HEADER_SIZE + n);
+      writeFrameHeader(out.slab, at, n, type, flags, streamId);
+      out.slab.set(block.subarray(from, from + n), at + FRAME_HEADER_SIZE);
+      from += n;
+      first = false;
+    } while (from < length);
+    this.#signal();
+  }
+
+  #pushWindowUpdate(streamId: number, increment: number): void {
+    const out = this.#out;
+    const at = out.reserve(FRAME_HEADER_SIZE + 4);
+    writeFrameHeader(out.slab, at, 4, FrameType.WINDOW_UPDATE, 0, streamId);
+    out.slab.writeUInt32BE(increment & 0x7fffffff, at + FRAME_HEADER_SIZE);
+    this.#signal();
   }
 
   #afterLocalEnd(s: H2Stream): void {
@@ -1162,13 +1195,21 @@ export class Http2Connection {
   }
 
   #push(frame: Buffer): void {
-    this.#out.push(frame);
+    if (frame.length <= 1024) this.#out.write(frame);
+    else this.#out.append(frame);
+    this.#signal();
+  }
+
+  #signal(): void {
     if (!this.#outSignalled) {
       this.#outSignalled = true;
       this.#h.onOutput();
     }
   }
 }
+
+/** `RepeatedBlock.note`: the request header list passed `checkRequestHeaders`. */
+const CHECKED = 1;
 
 function isInformational(headers: readonly string[]): boolean {
   for (let i = 0; i < headers.length; i += 2) {

@@ -685,6 +685,72 @@ function randomList(random: SeededRandom): string[] {
 
 const TABLE_SIZES = [0, 64, 256, 1000, 4096, 100_000];
 
+describe("repeated blocks", () => {
+  function result(r: HpackResult) {
+    assert.equal(r.kind, "ok", JSON.stringify(r));
+    if (r.kind !== "ok") throw new Error("unreachable");
+    return r;
+  }
+
+  test("the same bytes with the table unchanged give the same list, remembered, as a copy", () => {
+    const d = new HpackDecoder();
+    // :method GET, :scheme http, :path /: static indexes only.
+    const block = hex("82 86 84");
+    const first = result(d.decode(block));
+    assert.ok(first.repeat !== undefined);
+    first.headers.push("mutated", "by the caller");
+    const second = result(d.decode(Buffer.from(block)));
+    assert.equal(second.repeat, first.repeat);
+    assert.deepEqual(second.headers, [":method", "GET", ":scheme", "http", ":path", "/"]);
+  });
+
+  test("a block that changed the table is not remembered, and a table change voids what was", () => {
+    const d = new HpackDecoder();
+    // Literal with incremental indexing, new name: x-a: 1.
+    const insertA = hex("40 03782d61 0131");
+    const insertB = hex("40 03782d62 0132");
+    // Index 62: the newest dynamic entry, whatever it is.
+    const newest = hex("be");
+    assert.equal(result(d.decode(insertA)).repeat, undefined);
+    assert.deepEqual(result(d.decode(newest)).headers, ["x-a", "1"]);
+    assert.ok(result(d.decode(newest)).repeat !== undefined);
+    d.decode(insertB);
+    const after = result(d.decode(newest));
+    assert.deepEqual(after.headers, ["x-b", "2"]);
+  });
+
+  test("a block with a never-indexed field (a credential) is not remembered", () => {
+    const d = new HpackDecoder();
+    // Never indexed, new name: authorization: s.
+    const block = hex("10 0d617574686f72697a6174696f6e 0173");
+    assert.equal(result(d.decode(block)).repeat, undefined);
+    assert.equal(result(d.decode(block)).repeat, undefined);
+  });
+
+  test("a remembered block does not excuse the size update owed after SETTINGS lowered the table", () => {
+    const d = new HpackDecoder();
+    const block = hex("82 86 84");
+    d.decode(block);
+    assert.ok(result(d.decode(block)).repeat !== undefined);
+    d.setMaxTableSize(0);
+    assert.equal(d.decode(block).kind, "compression-error");
+  });
+
+  test("headers and trailers alternating on one connection are both remembered", () => {
+    const d = new HpackDecoder();
+    const headers = hex("88"); // :status 200
+    const trailers = hex("00 0b677270632d737461747573 0130"); // literal without indexing, grpc-status: 0
+    for (let i = 0; i < 3; i++) {
+      const h = result(d.decode(headers));
+      const t = result(d.decode(trailers));
+      if (i > 0) {
+        assert.ok(h.repeat !== undefined && t.repeat !== undefined);
+      }
+      assert.deepEqual(t.headers, ["grpc-status", "0"]);
+    }
+  });
+});
+
 describe("round trips", () => {
   test("our encoder's blocks decode in sequence on our decoder, tables in sync after every block", () => {
     const random = new SeededRandom(1);

@@ -32,7 +32,13 @@ import { cachedString, MAX_CACHED } from "./string-cache.ts";
 
 export type HpackError = { kind: "compression-error"; message: string };
 export type HpackResult =
-  | { kind: "ok"; headers: string[]; size: number }
+  | {
+      kind: "ok";
+      headers: string[];
+      size: number;
+      /** Set when the same bytes decoded to this list before with the table as it is now. */
+      repeat: RepeatedBlock | undefined;
+    }
   | { kind: "too-large"; size: number }
   | HpackError;
 
@@ -98,6 +104,11 @@ function readInteger(src: Uint8Array, pos: number, end: number, mask: number): n
   return value;
 }
 
+function sameBytes(a: Buffer, src: Uint8Array, start: number): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== src[start + i]) return false;
+  return true;
+}
+
 function fail(message: string): HpackError {
   return { kind: "compression-error", message };
 }
@@ -108,8 +119,35 @@ function integerError(code: number, what: string): HpackError {
   );
 }
 
+/**
+ * A block decoded before that left the dynamic table as it was (only indexed fields and literals
+ * without indexing): the same bytes decode to the same list for as long as the table stays as it is.
+ * Peers repeat such blocks call after call (a client's request headers once all are indexed, a
+ * server's trailers), so their decoding is skipped. `note` is the connection's, e.g. "checked".
+ */
+export class RepeatedBlock {
+  note = 0;
+  constructor(
+    readonly bytes: Buffer,
+    readonly epoch: number,
+    readonly headers: readonly string[],
+    readonly size: number,
+  ) {}
+}
+
+/** Blocks remembered per decoder (a response's headers and trailers alternate on one connection). */
+const REPEAT_SLOTS = 4;
+/** Longer blocks are not remembered. */
+const REPEAT_MAX_BYTES = 512;
+
 export class HpackDecoder {
   readonly #table: DynamicTable;
+  /** Bumped whenever the dynamic table changes: a remembered block is valid only at its epoch. */
+  #epoch = 0;
+  readonly #repeats: (RepeatedBlock | undefined)[] = new Array(REPEAT_SLOTS).fill(undefined);
+  #repeatNext = 0;
+  /** The block being decoded carries a never-indexed field (a credential): not remembered. */
+  #sawNeverIndexed = false;
   /** Our advertised SETTINGS_HEADER_TABLE_SIZE: size updates above it are errors. */
   #limit: number;
   readonly #maxList: number;
@@ -139,8 +177,37 @@ export class HpackDecoder {
     if (!(start >= 0 && end <= block.length && start <= end)) {
       return fail(`bad block range [${start}, ${end}) of ${block.length} bytes`);
     }
+    const length = end - start;
+    const epoch = this.#epoch;
+    if (length <= REPEAT_MAX_BYTES && !this.#updateRequired) {
+      for (let i = 0; i < REPEAT_SLOTS; i++) {
+        const r = this.#repeats[i];
+        if (r !== undefined && r.epoch === epoch && r.bytes.length === length && sameBytes(r.bytes, block, start)) {
+          return { kind: "ok", headers: r.headers.slice(), size: r.size, repeat: r };
+        }
+      }
+    }
     try {
-      return this.#decode(block, start, end);
+      this.#sawNeverIndexed = false;
+      const result = this.#decode(block, start, end);
+      if (
+        result.kind === "ok" &&
+        this.#epoch === epoch &&
+        length <= REPEAT_MAX_BYTES &&
+        length > 0 &&
+        !this.#sawNeverIndexed
+      ) {
+        const r = new RepeatedBlock(
+          Buffer.from(block.subarray(start, end)),
+          epoch,
+          result.headers.slice(),
+          result.size,
+        );
+        this.#repeats[this.#repeatNext] = r;
+        this.#repeatNext = (this.#repeatNext + 1) % REPEAT_SLOTS;
+        result.repeat = r;
+      }
+      return result;
     } catch (e) {
       // Not reachable by design (the fuzz test checks for this message); kept so that a bug
       // here can never crash the connection's owner.
@@ -172,6 +239,7 @@ export class HpackDecoder {
       table.setMaxSize(n);
       while (table.size > n) table.evictOldest();
       this.#updateRequired = false;
+      this.#epoch++;
     }
 
     while (pos < end) {
@@ -247,7 +315,9 @@ export class HpackDecoder {
           if (size > maxList) over = true;
           else headers.push(name, value);
         }
+        if ((b & 0xf0) === 0x10) this.#sawNeverIndexed = true;
         if (indexing) {
+          this.#epoch++;
           // §4.4: evict until the entry fits; an entry larger than the table empties it.
           const max = table.maxSize;
           while (table.count > 0 && table.size + entrySize > max) table.evictOldest();
@@ -276,7 +346,7 @@ export class HpackDecoder {
     }
 
     if (over) return { kind: "too-large", size };
-    return { kind: "ok", headers, size };
+    return { kind: "ok", headers, size, repeat: undefined };
   }
 
   /** Reads a string literal (§5.2) at src[pos]; sets `cursor` after it, or returns undefined. */
@@ -460,7 +530,26 @@ export class HpackEncoder {
     return { entries: t.entries(), size: t.size, maxSize: t.maxSize };
   }
 
+  /** Encodes `headers` into a new buffer. */
   encode(headers: readonly string[]): Buffer {
+    const n = this.encodeToScratch(headers);
+    const out = this.#buf;
+    const block = Buffer.allocUnsafe(n);
+    if (n <= 64) for (let k = 0; k < n; k++) block[k] = out[k]!;
+    else block.set(out.subarray(0, n));
+    return block;
+  }
+
+  /**
+   * The encoder's own buffer: after `encodeToScratch(h)` returns n, its first n bytes are the block
+   * (valid until the next encode). For callers that copy the block straight into their frames.
+   */
+  get scratch(): Uint8Array {
+    return this.#buf;
+  }
+
+  /** Encodes `headers` into `scratch`; returns the block's length. */
+  encodeToScratch(headers: readonly string[]): number {
     let out = this.#buf;
     let pos = 0;
     if (this.#pendingFinal >= 0) {
@@ -560,11 +649,9 @@ export class HpackEncoder {
         pos = writeString(out, pos, value);
       }
     }
-    const block = Buffer.allocUnsafe(pos);
-    if (pos <= 64) for (let k = 0; k < pos; k++) block[k] = out[k]!;
-    else block.set(out.subarray(0, pos));
-    return block;
+    return pos;
   }
+
   #grow(room: number, pos: number): Uint8Array {
     const bigger = new Uint8Array(Math.max(room, this.#buf.length * 2));
     bigger.set(this.#buf.subarray(0, pos));
