@@ -1028,7 +1028,9 @@ export class Http2Connection {
       writeFrameHeader(out.slab, at, piece.length, FrameType.DATA, flags, streamId);
       out.slab.set(piece, at + FRAME_HEADER_SIZE);
     } else {
-      writeFrameHeader(out.slab, out.reserve(FRAME_HEADER_SIZE), piece.length, FrameType.DATA, flags, streamId);
+      // reserve() may start a new slab: read `out.slab` after it.
+      const at = out.reserve(FRAME_HEADER_SIZE);
+      writeFrameHeader(out.slab, at, piece.length, FrameType.DATA, flags, streamId);
       out.append(piece);
     }
     this.#signal();

@@ -751,6 +751,48 @@ describe("repeated blocks", () => {
   });
 });
 
+describe("repeated lists (encoder)", () => {
+  test("a list encoded without changing the table encodes to the same bytes; a table change re-encodes", () => {
+    const e = new HpackEncoder();
+    const d = new HpackDecoder();
+    const list = [":status", "200", "content-type", "application/grpc", "x-a", "1"];
+    const first = e.encode(list); // inserts content-type and x-a
+    const second = e.encode(list); // all indexed
+    const third = e.encode([...list]); // equal list, remembered bytes
+    assert.notDeepEqual(first, second);
+    assert.deepEqual(third, second);
+    for (const b of [first, second, third]) assert.deepEqual(ok(d.decode(b)), list);
+    // A new entry shifts every dynamic index by one: the remembered bytes would now be wrong.
+    assert.deepEqual(ok(d.decode(e.encode(["x-b", "2"]))), ["x-b", "2"]);
+    const after = e.encode(list);
+    assert.notDeepEqual(after, second);
+    assert.deepEqual(ok(d.decode(after)), list);
+  });
+
+  test("seeded: lists drawn from a few, with a small table, always decode to what was encoded", () => {
+    const random = new SeededRandom(11);
+    const vocabulary = Array.from({ length: 8 }, (_, i) =>
+      Array.from({ length: 1 + (i % 4) }, (_, k) => [`x-h${(i + k) % 6}`, `v${(i * k) % 5}`]).flat(),
+    );
+    for (const tableSize of [64, 256, 4096]) {
+      const e = new HpackEncoder({ maxTableSize: tableSize });
+      const d = new HpackDecoder();
+      for (let i = 0; i < 2000; i++) {
+        const list = vocabulary[Math.floor(random.next() * vocabulary.length)]!;
+        assert.deepEqual(ok(d.decode(e.encode(list))), list, `step ${i}, table ${tableSize}`);
+      }
+      assert.deepEqual(d.tableSnapshot(), e.tableSnapshot());
+    }
+  });
+
+  test("a list with a never-indexed field (not remembered) round-trips every time", () => {
+    const e = new HpackEncoder();
+    const d = new HpackDecoder();
+    const list = ["authorization", "Bearer a"];
+    for (let i = 0; i < 3; i++) assert.deepEqual(ok(d.decode(e.encode(list))), list);
+  });
+});
+
 describe("round trips", () => {
   test("our encoder's blocks decode in sequence on our decoder, tables in sync after every block", () => {
     const random = new SeededRandom(1);

@@ -182,7 +182,12 @@ export class HpackDecoder {
     if (length <= REPEAT_MAX_BYTES && !this.#updateRequired) {
       for (let i = 0; i < REPEAT_SLOTS; i++) {
         const r = this.#repeats[i];
-        if (r !== undefined && r.epoch === epoch && r.bytes.length === length && sameBytes(r.bytes, block, start)) {
+        if (
+          r !== undefined &&
+          r.epoch === epoch &&
+          r.bytes.length === length &&
+          sameBytes(r.bytes, block, start)
+        ) {
           return { kind: "ok", headers: r.headers.slice(), size: r.size, repeat: r };
         }
       }
@@ -498,6 +503,15 @@ export class HpackEncoder {
   #pendingMin = -1;
   #pendingFinal = -1;
   #buf: Uint8Array = new Uint8Array(1024);
+  /** Bumped whenever the dynamic table changes (insert, evict, resize). */
+  #epoch = 0;
+  /** Lists encoded without changing the table, and their bytes (valid while the epoch holds). */
+  readonly #repeats: ({ headers: string[]; epoch: number; bytes: Uint8Array } | undefined)[] = new Array(
+    REPEAT_SLOTS,
+  ).fill(undefined);
+  #repeatNext = 0;
+  /** The list being encoded has a never-indexed field (a credential): not remembered. */
+  #sawNeverIndex = false;
 
   constructor(o: HpackEncoderOptions = {}) {
     this.#cap = o.maxTableSize ?? hpackDefaults.maxTableSize;
@@ -550,6 +564,46 @@ export class HpackEncoder {
 
   /** Encodes `headers` into `scratch`; returns the block's length. */
   encodeToScratch(headers: readonly string[]): number {
+    if (this.#pendingFinal < 0) {
+      const known = this.#repeated(headers);
+      if (known !== undefined) {
+        const n = known.length;
+        if (n > this.#buf.length) this.#grow(n, 0);
+        const out = this.#buf;
+        for (let k = 0; k < n; k++) out[k] = known[k]!;
+        return n;
+      }
+    }
+    const epoch = this.#epoch;
+    this.#sawNeverIndex = false;
+    const n = this.#encode(headers);
+    if (epoch === this.#epoch && !this.#sawNeverIndex && n <= REPEAT_MAX_BYTES && headers.length <= 64) {
+      // The list left the table as it was: the same list encodes to the same bytes until it changes.
+      this.#repeats[this.#repeatNext] = {
+        headers: headers.slice(),
+        epoch,
+        bytes: this.#buf.slice(0, n),
+      };
+      this.#repeatNext = (this.#repeatNext + 1) % REPEAT_SLOTS;
+    }
+    return n;
+  }
+
+  /** The bytes a list equal to `headers` was encoded to at the table's current state, if remembered. */
+  #repeated(headers: readonly string[]): Uint8Array | undefined {
+    const epoch = this.#epoch;
+    const length = headers.length;
+    next: for (let i = 0; i < REPEAT_SLOTS; i++) {
+      const r = this.#repeats[i];
+      if (r === undefined || r.epoch !== epoch || r.headers.length !== length) continue;
+      const h = r.headers;
+      for (let k = 0; k < length; k++) if (h[k] !== headers[k]) continue next;
+      return r.bytes;
+    }
+    return undefined;
+  }
+
+  #encode(headers: readonly string[]): number {
     let out = this.#buf;
     let pos = 0;
     if (this.#pendingFinal >= 0) {
@@ -627,6 +681,7 @@ export class HpackEncoder {
         this.#insert(name, value, entrySize, info);
         continue;
       }
+      if (mode === MODE_NEVER_INDEX) this.#sawNeverIndex = true;
       pos = writeInteger(out, pos, mode === MODE_NEVER_INDEX ? 0x10 : 0x00, 0x0f, nameIndex);
       if (info === undefined || info.mode === MODE_INDEX) {
         // A name sent without indexing only for its value's size: no caches.
@@ -660,6 +715,7 @@ export class HpackEncoder {
   }
 
   #insert(name: string, value: string, entrySize: number, known: NameInfo | undefined): void {
+    this.#epoch++;
     const table = this.#table;
     const max = table.maxSize;
     while (table.count > 0 && table.size + entrySize > max) this.#evict();
@@ -678,6 +734,7 @@ export class HpackEncoder {
   }
 
   #evict(): void {
+    this.#epoch++;
     const table = this.#table;
     const seq = table.evicted;
     const name = table.oldestName();
@@ -695,6 +752,7 @@ export class HpackEncoder {
   }
 
   #resize(n: number): void {
+    this.#epoch++;
     this.#table.setMaxSize(n);
     while (this.#table.size > n) this.#evict();
   }

@@ -69,7 +69,10 @@ test("release drops an idle slab but never pending bytes", () => {
   out.write(bytes(10, 1));
   out.release();
   assert.equal(out.bytes, 10);
-  assert.deepEqual(out.take()!.map((p) => p.length), [10]);
+  assert.deepEqual(
+    out.take()!.map((p) => p.length),
+    [10],
+  );
   out.release();
   assert.equal(out.slab.length, 0);
   out.write(bytes(3, 9));

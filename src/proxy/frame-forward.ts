@@ -72,7 +72,8 @@ export function forwardFrameCall(
   call.start(endStream);
 }
 
-class FrameCall implements StreamOwner {
+/** The call is its own pick context (no object or closure made per pick). */
+class FrameCall implements StreamOwner, PickContext {
   readonly #front: H2Stream;
   /** The request headers, rewritten in place (grpc-timeout, class) before each attempt. */
   readonly #headers: string[];
@@ -146,16 +147,23 @@ class FrameCall implements StreamOwner {
 
   // --- picking --------------------------------------------------------------------------------
 
+  // PickContext
+  get path(): string {
+    return this.#path;
+  }
+
+  header(name: string): string | undefined {
+    return headerOf(this.#headers, name);
+  }
+
+  get exclude(): ReadonlySet<string> | undefined {
+    return this.#tried;
+  }
+
   #pickAndStart(): void {
     if (this.#phase.kind === "done") return;
     this.#cancelWait = undefined;
-    const headers = this.#headers;
-    const ctx: PickContext = {
-      path: this.#path,
-      header: (name) => headerOf(headers, name),
-      ...(this.#tried ? { exclude: this.#tried } : {}),
-    };
-    const result = this.#channel.pick(ctx);
+    const result = this.#channel.pick(this);
     switch (result.kind) {
       case "pick":
         this.#attempt(this.#channel.backendOf(result.candidate));
