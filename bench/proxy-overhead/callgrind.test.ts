@@ -99,10 +99,27 @@ describe("dumpFiles", () => {
       "callgrind.out.12.1",
       "callgrind.out.12.1.tmp",
     ];
-    assert.deepEqual(dumpFiles(names, 12), [
-      "callgrind.out.12.1",
-      "callgrind.out.12.2",
-      "callgrind.out.12.10",
-    ]);
+    assert.deepEqual(
+      dumpFiles(names, 12).map((file) => file.name),
+      ["callgrind.out.12.1", "callgrind.out.12.2", "callgrind.out.12.10"],
+    );
+    assert.equal(dumpFiles(names, 12)[0]!.thread, undefined);
+  });
+
+  it("reads the thread of --separate-threads=yes files", () => {
+    const names = [
+      "callgrind.out.7.2-03",
+      "callgrind.out.7.1-02",
+      "callgrind.out.7.1-01",
+      "callgrind.out.7-01",
+    ];
+    assert.deepEqual(
+      dumpFiles(names, 7).map((file) => [file.dump, file.thread]),
+      [
+        [1, 1],
+        [1, 2],
+        [2, 3],
+      ],
+    );
   });
 });

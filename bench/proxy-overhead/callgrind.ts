@@ -19,7 +19,7 @@ import {
   startTarget,
   type Target,
 } from "./paths.ts";
-import { type ChildRegistry, lastLines, processTree } from "./proc.ts";
+import { type ChildRegistry, clockTicksPerSecond, lastLines, processTicks, processTree } from "./proc.ts";
 import { median, type PathCheck } from "./report.ts";
 
 // ---- pure helpers (unit-tested in callgrind.test.ts) ----
@@ -101,14 +101,32 @@ export function valgrindProgram(command: string): string | undefined {
   return words.slice(1).find((word) => !word.startsWith("-"));
 }
 
-/** Dump files of one process in a directory: callgrind.out.PID.N, by N (the final dump has no .N). */
-export function dumpFiles(names: readonly string[], pid: number): string[] {
-  const pattern = new RegExp(`^callgrind\\.out\\.${pid}\\.(\\d+)$`);
-  return names
-    .map((name) => ({ name, n: Number(pattern.exec(name)?.[1] ?? Number.NaN) }))
-    .filter((entry) => Number.isInteger(entry.n))
-    .sort((a, b) => a.n - b.n)
-    .map((entry) => entry.name);
+export interface DumpFile {
+  name: string;
+  /** N of callgrind.out.PID.N: the dump's sequence number. */
+  dump: number;
+  /** Valgrind's thread number (1 = the main thread) with --separate-threads=yes, else undefined. */
+  thread: number | undefined;
+}
+
+/**
+ * The numbered dump files of one process in a directory: callgrind.out.PID.N, or with
+ * --separate-threads=yes callgrind.out.PID.N-TT (one per thread), by N then thread. The final dump
+ * at exit (callgrind.out.PID) is not numbered and left out.
+ */
+export function dumpFiles(names: readonly string[], pid: number): DumpFile[] {
+  const pattern = new RegExp(`^callgrind\\.out\\.${pid}\\.(\\d+)(?:-(\\d+))?$`);
+  const found: DumpFile[] = [];
+  for (const name of names) {
+    const match = pattern.exec(name);
+    if (match === null) continue;
+    found.push({
+      name,
+      dump: Number(match[1]),
+      thread: match[2] === undefined ? undefined : Number(match[2]),
+    });
+  }
+  return found.sort((a, b) => a.dump - b.dump || (a.thread ?? 0) - (b.thread ?? 0));
 }
 
 // ---- valgrind control ----
@@ -122,6 +140,9 @@ export function valgrindWrapper(outDir: string): string[] {
     "--trace-children=yes",
     // roster run from the TypeScript sources starts tsx's esbuild service, a Go binary: native is fine.
     "--trace-children-skip=*esbuild*",
+    // One file per thread and dump: the main thread's share tells the event loop's work from V8's
+    // background threads (TurboFan jobs, GC helpers); the figure is still the sum of all threads.
+    "--separate-threads=yes",
     `--callgrind-out-file=${outDir}/callgrind.out.%p`,
   ];
 }
@@ -172,19 +193,44 @@ async function findCallgrindPid(rootPid: number, program: string, timeoutMs: num
   throw new Error(`no valgrind'd ${program} under pid ${rootPid} (vgdb -l: ${seen || "none of ours"})`);
 }
 
-/** Waits for the dump `callgrind_control -d` has just asked for: a new callgrind.out.PID.N with totals. */
-async function newDump(outDir: string, pid: number, known: ReadonlySet<string>): Promise<string> {
+/** Waits for the dump `callgrind_control -d` has just asked for: every thread's file, complete. */
+async function newDump(outDir: string, pid: number, known: ReadonlySet<string>): Promise<DumpFile[]> {
   const deadline = Date.now() + 60_000;
+  let previous = "";
   for (let attempt = 0; attempt < 600 && Date.now() < deadline; attempt++) {
-    const fresh = dumpFiles(readdirSync(outDir), pid).filter((name) => !known.has(name));
-    if (fresh.length > 1) throw new Error(`${fresh.length} new dumps of pid ${pid} where one was expected`);
-    if (fresh.length === 1) {
-      const file = path.join(outDir, fresh[0]!);
-      if (/^totals:/m.test(readFileSync(file, "utf8"))) return file;
-    }
-    await sleep(100);
+    const fresh = dumpFiles(readdirSync(outDir), pid).filter((file) => !known.has(file.name));
+    const numbers = new Set(fresh.map((file) => file.dump));
+    if (numbers.size > 1)
+      throw new Error(`dumps ${[...numbers].join(", ")} of pid ${pid} where one was expected`);
+    const complete = fresh.every((file) =>
+      /^totals:/m.test(readFileSync(path.join(outDir, file.name), "utf8")),
+    );
+    const names = fresh.map((file) => file.name).join(",");
+    // The same complete set twice in a row: callgrind has written every thread's file.
+    if (fresh.length > 0 && complete && names === previous) return fresh;
+    previous = complete ? names : "";
+    await sleep(200);
   }
   throw new Error(`no new complete callgrind dump of pid ${pid} in ${outDir}`);
+}
+
+/**
+ * Waits until the process (all its threads) has used less than `idleShare` of a core over one
+ * second, or `maxS` have passed; returns the seconds waited. A safeguard, so that background work
+ * left from the previous load (V8's TurboFan jobs, which under valgrind share one lock with the busy
+ * main thread) does not land in the next window; in the runs so far roster was idle within 1–2 s.
+ */
+async function settle(pid: number, maxS: number, idleShare = 0.05): Promise<number> {
+  const ticksPerS = clockTicksPerSecond();
+  const started = performance.now();
+  let last = processTicks(pid);
+  for (let second = 0; second < maxS; second++) {
+    await sleep(1000);
+    const now = processTicks(pid);
+    if ((now - last) / ticksPerS < idleShare) break;
+    last = now;
+  }
+  return (performance.now() - started) / 1000;
 }
 
 // ---- the measurement ----
@@ -196,6 +242,8 @@ export interface CallgrindOptions {
   connections: number;
   streams: number;
   startTimeoutS: number;
+  /** Longest wait for the proxy to go idle after the warm-up and between windows. */
+  settleS: number;
 }
 
 export interface CallgrindWindow {
@@ -209,7 +257,14 @@ export interface CallgrindWindow {
   /** Every call succeeded and the backends served exactly that many. */
   servedMatches: boolean;
   instructionsPerCall: number;
+  /** The part of instructionsPerCall executed by the main thread (node's event loop). */
+  mainThreadPerCall: number;
+  /** Threads with a dump file in this window. */
+  threads: number;
+  /** callgrind.out.PID.N (the per-thread files add -TT). */
   dumpFile: string;
+  /** Seconds waited before the window for the proxy to go idle (background JIT work). */
+  settleS: number;
 }
 
 export interface CallgrindSummary {
@@ -220,10 +275,12 @@ export interface CallgrindSummary {
   /** The valgrind'd process whose counters were zeroed and dumped. */
   pid: number | undefined;
   command: string | undefined;
-  warmup: { succeeded: number; failed: number; errored: number; served: number } | undefined;
+  warmup: { runs: number; succeeded: number; failed: number; errored: number; served: number } | undefined;
   windows: CallgrindWindow[];
   /** Median of the windows' instructions per call. */
   median: number | undefined;
+  /** Median of the windows' main-thread instructions per call. */
+  mainThreadMedian: number | undefined;
 }
 
 export interface CallgrindDeps {
@@ -264,6 +321,7 @@ export async function runCallgrind(
       warmup: undefined,
       windows: [],
       median: undefined,
+      mainThreadMedian: undefined,
     };
     summaries.push(summary);
     try {
@@ -276,6 +334,7 @@ export async function runCallgrind(
     }
     const ok = summary.windows.filter((w) => w.servedMatches);
     summary.median = ok.length > 0 ? median(ok.map((w) => w.instructionsPerCall)) : undefined;
+    summary.mainThreadMedian = ok.length > 0 ? median(ok.map((w) => w.mainThreadPerCall)) : undefined;
     if (summary.available && ok.length < summary.windows.length) {
       summary.reason = `${summary.windows.length - ok.length} window(s) with failed or unserved calls left out`;
     }
@@ -322,29 +381,32 @@ async function measurePath(
     const sum = (values: readonly number[]): number => values.reduce((a, b) => a + b, 0);
 
     if (options.warmupCalls > 0) {
+      // In runs of one window's size, each on fresh connections like the windows: roster's hot
+      // functions deopt ("wrong map") and re-optimize when new connections arrive, so one long
+      // warm-up on 4 connections left ~200k instructions/call of TurboFan work in window 1.
       const before = await served();
       const t0 = performance.now();
-      const warm = await runH2load(registry, {
-        ...spec,
-        requests: options.warmupCalls,
-        timeoutS: loadTimeoutS(options.warmupCalls),
-      });
-      const after = await served();
-      summary.warmup = {
-        succeeded: warm.succeeded,
-        failed: warm.failed,
-        errored: warm.errored,
-        served: sum(after) - sum(before),
-      };
+      const warmup = { runs: 0, succeeded: 0, failed: 0, errored: 0, served: 0 };
+      for (let left = options.warmupCalls; left > 0; left -= options.calls) {
+        const requests = Math.max(options.connections, Math.min(left, options.calls));
+        const warm = await runH2load(registry, { ...spec, requests, timeoutS: loadTimeoutS(requests) });
+        warmup.runs += 1;
+        warmup.succeeded += warm.succeeded;
+        warmup.failed += warm.failed;
+        warmup.errored += warm.errored;
+      }
+      warmup.served = sum(await served()) - sum(before);
+      summary.warmup = warmup;
       log(
-        `${name}: warm-up ${warm.succeeded}/${options.warmupCalls} ok, served ${summary.warmup.served}, ` +
-          `${((performance.now() - t0) / 1000).toFixed(0)} s`,
+        `${name}: warm-up ${warmup.succeeded}/${options.warmupCalls} ok in ${warmup.runs} h2load runs, ` +
+          `served ${warmup.served}, ${((performance.now() - t0) / 1000).toFixed(0)} s`,
       );
     }
 
-    const known = new Set(dumpFiles(readdirSync(outDir), pid));
+    const known = new Set(dumpFiles(readdirSync(outDir), pid).map((file) => file.name));
     for (let window = 0; window < options.windows; window++) {
       if (proxy.hasExited()) throw new Error(`the proxy exited: ${lastLines(proxy.tail())}`);
+      const settleS = await settle(pid, options.settleS);
       const before = await served();
       callgrindControl(pid, "-z");
       const t0 = performance.now();
@@ -356,12 +418,18 @@ async function measurePath(
       const wallS = (performance.now() - t0) / 1000;
       callgrindControl(pid, "-d");
       const after = await served();
-      const file = await newDump(outDir, pid, known);
-      known.add(path.basename(file));
-      const dump = parseCallgrindDump(readFileSync(file, "utf8"));
-      if (dump.pid !== pid) throw new Error(`${file} is the dump of pid ${dump.pid}, not ${pid}`);
-      summary.command = dump.cmd;
-      const instructions = instructionsOf(dump);
+      const files = await newDump(outDir, pid, known);
+      let instructions = 0;
+      let mainThread = 0;
+      for (const file of files) {
+        known.add(file.name);
+        const dump = parseCallgrindDump(readFileSync(path.join(outDir, file.name), "utf8"));
+        if (dump.pid !== pid) throw new Error(`${file.name} is the dump of pid ${dump.pid}, not ${pid}`);
+        summary.command = dump.cmd;
+        const count = instructionsOf(dump);
+        instructions += count;
+        if (file.thread === undefined || file.thread === 1) mainThread += count;
+      }
       const split = after.map((n, i) => n - (before[i] ?? 0));
       const servedTotal = sum(split);
       const record: CallgrindWindow = {
@@ -373,14 +441,18 @@ async function measurePath(
         served: split,
         servedMatches: load.succeeded === options.calls && servedTotal === load.succeeded,
         instructionsPerCall: load.succeeded > 0 ? instructions / load.succeeded : Number.NaN,
-        dumpFile: file,
+        mainThreadPerCall: load.succeeded > 0 ? mainThread / load.succeeded : Number.NaN,
+        threads: files.length,
+        dumpFile: files[0]!.name.replace(/-\d+$/, ""),
+        settleS,
       };
       summary.windows.push(record);
       log(
         `${name}: window ${window + 1}: ${Math.round(record.instructionsPerCall)} instructions/call ` +
           `(${instructions} / ${load.succeeded} ok; served ${split.join("+")}` +
           `${record.servedMatches ? "" : " MISMATCH"}; ${load.failed} failed, ${load.errored} errored; ` +
-          `${wallS.toFixed(0)} s, ${path.basename(file)})`,
+          `main thread ${Math.round(record.mainThreadPerCall)}/call of ${record.threads} threads; ` +
+          `idle after ${settleS.toFixed(0)} s, window ${wallS.toFixed(0)} s, ${record.dumpFile})`,
       );
     }
   } finally {
@@ -420,6 +492,7 @@ export function callgrindMarkdown(
     "median instr/call",
     "÷ HAProxy",
     "÷ nginx",
+    "main thread, median",
     "calls ok = served",
   ];
   lines.push(`| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`);
@@ -438,6 +511,7 @@ export function callgrindMarkdown(
         count(s.median),
         ratio(s.median, haproxy),
         ratio(s.median, nginx),
+        count(s.mainThreadMedian),
         `${good}/${s.windows.length} windows`,
       ].join(" | ")} |`,
     );
@@ -446,7 +520,9 @@ export function callgrindMarkdown(
     "",
     "- user-space instructions (callgrind `Ir`, all threads of the proxy process) per call that " +
       "succeeded, from one `callgrind_control -z` … `-d` window each; work done in the kernel " +
-      "(syscalls, TCP) is not counted.",
+      '(syscalls, TCP) is not counted. "main thread": the part run by the process\'s first thread ' +
+      "(node's event loop; for nginx and HAProxy the whole); the rest is V8's background threads " +
+      "(TurboFan jobs, GC helpers).",
   );
   for (const name of context.skipped) lines.push(`- ${name}: skipped (no proxy to count)`);
   for (const s of summaries) {

@@ -75,6 +75,7 @@ interface Options {
   callgrindCalls: number;
   callgrindWindows: number;
   callgrindStartTimeout: number;
+  callgrindSettle: number;
 }
 
 function intOption(name: string, min: number, max: number) {
@@ -136,21 +137,27 @@ function parseOptions(argv: readonly string[]): Options {
     .option("--callgrind", "instructions per call of each proxy under valgrind's callgrind", false)
     .option(
       "--callgrind-warmup <n>",
-      "calls before the first window",
+      "calls before the first window (in h2load runs of --callgrind-calls each)",
       intOption("--callgrind-warmup", 0, 10_000_000),
-      3000,
+      20_000,
     )
     .option("--callgrind-calls <n>", "calls per window", intOption("--callgrind-calls", 1, 10_000_000), 2000)
     .option(
       "--callgrind-windows <k>",
       "zero → calls → dump windows",
       intOption("--callgrind-windows", 1, 100),
-      3,
+      5,
     )
     .option(
       "--callgrind-start-timeout <s>",
       "seconds a proxy under valgrind may take to listen",
       intOption("--callgrind-start-timeout", 1, 3600),
+      300,
+    )
+    .option(
+      "--callgrind-settle <s>",
+      "longest wait for the proxy to go idle (background JIT) before each window",
+      intOption("--callgrind-settle", 0, 3600),
       300,
     )
     .parse(argv, { from: "user" });
@@ -175,6 +182,7 @@ function parseOptions(argv: readonly string[]): Options {
     callgrindCalls: number;
     callgrindWindows: number;
     callgrindStartTimeout: number;
+    callgrindSettle: number;
   }>();
   const connections = o.unloaded ? 1 : o.connections;
   if (o.callgrind && o.callgrindCalls < connections) {
@@ -388,6 +396,7 @@ async function callgrindMode(
         connections: options.connections,
         streams: options.streams,
         startTimeoutS: options.callgrindStartTimeout,
+        settleS: options.callgrindSettle,
       },
       // Under valgrind a cold node answers its first calls in seconds, not milliseconds.
       check: (target) => grpcCheck(target, payload, 20, 120_000),
