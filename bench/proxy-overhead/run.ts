@@ -3,8 +3,8 @@
 //   node --import tsx bench/proxy-overhead/run.ts [--runs 3] [--duration 10] [--warmup 3]
 //     [--connections 4] [--streams 32] [--size 64] [--paths direct,roster,nginx,haproxy]
 //     [--unloaded] [--out FILE.json]
-//   node --import tsx bench/proxy-overhead/run.ts --callgrind [--callgrind-warmup 3000]
-//     [--callgrind-calls 2000] [--callgrind-windows 3]     (instructions per call under valgrind)
+//   node --import tsx bench/proxy-overhead/run.ts --callgrind [--callgrind-warmup 20000]
+//     [--callgrind-calls 2000] [--callgrind-windows 5]     (instructions per call under valgrind)
 //
 // Method (docs: docs/benchmarks.md ("Method"), bench/proxy-overhead/README.md): two grpc-js Echo
 // backends and h2load on core 0, the proxy alone on core 1; warm-up before every measured run;
