@@ -9,7 +9,12 @@ export interface LoadSpec {
   requestFile: string;
   connections: number;
   streams: number;
+  /** Seconds of load (`-D`); ignored when `requests` is given. */
   durationS: number;
+  /** A fixed number of calls (`-n`) instead of a duration. */
+  requests?: number;
+  /** Give up on h2load after this many seconds; default durationS + 30. */
+  timeoutS?: number;
   core: number;
   /** Per-request log to write (and read back); none for warm-up. */
   logFile: string | undefined;
@@ -35,8 +40,7 @@ export async function runH2load(registry: ChildRegistry, spec: LoadSpec): Promis
     String(spec.connections),
     "-m",
     String(spec.streams),
-    "-D",
-    String(spec.durationS),
+    ...(spec.requests === undefined ? ["-D", String(spec.durationS)] : ["-n", String(spec.requests)]),
     "-d",
     spec.requestFile,
     "-H",
@@ -53,7 +57,7 @@ export async function runH2load(registry: ChildRegistry, spec: LoadSpec): Promis
   child.proc.stdout?.on("data", (chunk: Buffer) => {
     output += chunk.toString("utf8");
   });
-  const limitMs = (spec.durationS + SLACK_S) * 1000;
+  const limitMs = (spec.timeoutS ?? spec.durationS + SLACK_S) * 1000;
   const exit = await Promise.race([child.exited, sleep(limitMs).then(() => "timeout" as const)]);
   if (exit === "timeout") {
     await registry.kill(child);

@@ -91,6 +91,13 @@ export interface PathSettings {
   rosterArgs: string[];
   /** nginx upstream `keepalive` (idle connections cached); undefined: 4 × concurrency. */
   nginxKeepalive: number | undefined;
+  /**
+   * A command the proxy runs under, put between `taskset` and the proxy's own command (e.g.
+   * `valgrind --tool=callgrind …`); empty: none.
+   */
+  wrapper?: readonly string[];
+  /** How long a proxy may take to listen; default 20 s (under valgrind node needs minutes). */
+  startTimeoutMs?: number;
 }
 
 /** Starts the proxy of one path, or throws with the reason it is not available. */
@@ -130,6 +137,7 @@ async function startRoster(
   const args = [
     "-c",
     String(PROXY_CORE),
+    ...(settings.wrapper ?? []),
     process.execPath,
     settings.rosterBin,
     "lb",
@@ -141,7 +149,7 @@ async function startRoster(
     ...settings.rosterArgs,
   ];
   const proxy = registry.spawn("roster", "taskset", args, { cwd: REPO_ROOT });
-  await stopOnFailure(registry, proxy, waitForPort(port, proxy, START_TIMEOUT_MS));
+  await stopOnFailure(registry, proxy, waitForPort(port, proxy, settings.startTimeoutMs ?? START_TIMEOUT_MS));
   return { name: "roster", port, proxy, backends: [...backends], logFile: undefined };
 }
 
@@ -210,6 +218,7 @@ async function startNginx(
   const proxy = registry.spawn("nginx", "taskset", [
     "-c",
     String(PROXY_CORE),
+    ...(settings.wrapper ?? []),
     "/usr/sbin/nginx",
     "-p",
     dir,
@@ -218,7 +227,12 @@ async function startNginx(
     "-e",
     logFile,
   ]);
-  await stopOnFailure(registry, proxy, waitForPort(port, proxy, START_TIMEOUT_MS), logFile);
+  await stopOnFailure(
+    registry,
+    proxy,
+    waitForPort(port, proxy, settings.startTimeoutMs ?? START_TIMEOUT_MS),
+    logFile,
+  );
   return { name: "nginx", port, proxy, backends: [...backends], logFile };
 }
 
@@ -271,12 +285,13 @@ async function startHaproxy(
   const proxy = registry.spawn("haproxy", "taskset", [
     "-c",
     String(PROXY_CORE),
+    ...(settings.wrapper ?? []),
     "/usr/sbin/haproxy",
     "-db",
     "-f",
     conf,
   ]);
-  await stopOnFailure(registry, proxy, waitForPort(port, proxy, START_TIMEOUT_MS));
+  await stopOnFailure(registry, proxy, waitForPort(port, proxy, settings.startTimeoutMs ?? START_TIMEOUT_MS));
   return { name: "haproxy", port, proxy, backends: [...backends], logFile: undefined };
 }
 

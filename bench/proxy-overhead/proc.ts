@@ -132,12 +132,28 @@ export function processTicks(pid: number): number {
 
 /** utime+stime (ticks) of a process and all its live descendants. */
 export function treeTicks(rootPid: number): number {
+  const stats = allProcStats();
+  let ticks = 0;
+  for (const pid of treeOf(rootPid, stats)) ticks += stats.get(pid)?.ticks ?? 0;
+  return ticks;
+}
+
+/** A process and its live descendants (the root first). */
+export function processTree(rootPid: number): number[] {
+  return [...treeOf(rootPid, allProcStats())];
+}
+
+function allProcStats(): Map<number, ProcStat> {
   const stats = new Map<number, ProcStat>();
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     const stat = readProcStat(Number(entry));
     if (stat !== undefined) stats.set(Number(entry), stat);
   }
+  return stats;
+}
+
+function treeOf(rootPid: number, stats: ReadonlyMap<number, ProcStat>): Set<number> {
   const inTree = new Set<number>([rootPid]);
   // Bounded: each pass adds at least one pid or stops.
   for (let pass = 0; pass < stats.size; pass++) {
@@ -150,9 +166,7 @@ export function treeTicks(rootPid: number): number {
     }
     if (!added) break;
   }
-  let ticks = 0;
-  for (const pid of inTree) ticks += stats.get(pid)?.ticks ?? 0;
-  return ticks;
+  return inTree;
 }
 
 /** The aggregate "cpu" line of /proc/stat. */

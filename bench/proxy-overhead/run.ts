@@ -3,6 +3,8 @@
 //   node --import tsx bench/proxy-overhead/run.ts [--runs 3] [--duration 10] [--warmup 3]
 //     [--connections 4] [--streams 32] [--size 64] [--paths direct,roster,nginx,haproxy]
 //     [--unloaded] [--out FILE.json]
+//   node --import tsx bench/proxy-overhead/run.ts --callgrind [--callgrind-warmup 20000]
+//     [--callgrind-calls 2000] [--callgrind-windows 5]     (instructions per call under valgrind)
 //
 // Method (docs: docs/benchmarks.md ("Method"), bench/proxy-overhead/README.md): two grpc-js Echo
 // backends and h2load on core 0, the proxy alone on core 1; warm-up before every measured run;
@@ -13,6 +15,13 @@ import os from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { Command, InvalidArgumentError } from "commander";
+import {
+  type CallgrindSummary,
+  callgrindMarkdown,
+  callgrindToolsMissing,
+  runCallgrind,
+  valgrindVersion,
+} from "./callgrind.ts";
 import {
   ECHO_PATH,
   type EchoMessage,
@@ -61,6 +70,12 @@ interface Options {
   rosterArgs: string[];
   nginxKeepalive: number | undefined;
   keepTmp: boolean;
+  callgrind: boolean;
+  callgrindWarmup: number;
+  callgrindCalls: number;
+  callgrindWindows: number;
+  callgrindStartTimeout: number;
+  callgrindSettle: number;
 }
 
 function intOption(name: string, min: number, max: number) {
@@ -119,6 +134,32 @@ function parseOptions(argv: readonly string[]): Options {
       intOption("--nginx-keepalive", 1, 100_000),
     )
     .option("--keep-tmp", "keep the temp dir (configs, logs)", false)
+    .option("--callgrind", "instructions per call of each proxy under valgrind's callgrind", false)
+    .option(
+      "--callgrind-warmup <n>",
+      "calls before the first window (in h2load runs of --callgrind-calls each)",
+      intOption("--callgrind-warmup", 0, 10_000_000),
+      20_000,
+    )
+    .option("--callgrind-calls <n>", "calls per window", intOption("--callgrind-calls", 1, 10_000_000), 2000)
+    .option(
+      "--callgrind-windows <k>",
+      "zero → calls → dump windows",
+      intOption("--callgrind-windows", 1, 100),
+      5,
+    )
+    .option(
+      "--callgrind-start-timeout <s>",
+      "seconds a proxy under valgrind may take to listen",
+      intOption("--callgrind-start-timeout", 1, 3600),
+      300,
+    )
+    .option(
+      "--callgrind-settle <s>",
+      "longest wait for the proxy to go idle (background JIT) before each window",
+      intOption("--callgrind-settle", 0, 3600),
+      300,
+    )
     .parse(argv, { from: "user" });
   const o = program.opts<{
     runs: number;
@@ -136,10 +177,20 @@ function parseOptions(argv: readonly string[]): Options {
     rosterArgs: string;
     nginxKeepalive?: number;
     keepTmp: boolean;
+    callgrind: boolean;
+    callgrindWarmup: number;
+    callgrindCalls: number;
+    callgrindWindows: number;
+    callgrindStartTimeout: number;
+    callgrindSettle: number;
   }>();
+  const connections = o.unloaded ? 1 : o.connections;
+  if (o.callgrind && o.callgrindCalls < connections) {
+    throw new InvalidArgumentError(`--callgrind-calls must be at least --connections (${connections})`);
+  }
   return {
     ...o,
-    connections: o.unloaded ? 1 : o.connections,
+    connections,
     streams: o.unloaded ? 1 : o.streams,
     out: o.out,
     nginxKeepalive: o.nginxKeepalive,
@@ -153,7 +204,12 @@ function log(message: string): void {
 }
 
 /** Sequential grpc-js calls through the path: each must be OK and echo the payload. */
-async function grpcCheck(target: Target, payload: Buffer, calls: number): Promise<PathCheck> {
+async function grpcCheck(
+  target: Target,
+  payload: Buffer,
+  calls: number,
+  deadlineMs = 5000,
+): Promise<PathCheck> {
   const { Client } = loadEcho();
   const client = new Client(
     `127.0.0.1:${target.port}`,
@@ -164,7 +220,7 @@ async function grpcCheck(target: Target, payload: Buffer, calls: number): Promis
   try {
     for (let i = 0; i < calls; i++) {
       const reply = await new Promise<EchoMessage>((resolve, reject) => {
-        const deadline = new Date(Date.now() + 5000);
+        const deadline = new Date(Date.now() + deadlineMs);
         client.Echo({ payload }, { deadline }, (error, response) => {
           if (error !== null) reject(error);
           else resolve(response);
@@ -313,6 +369,69 @@ function describeRun(run: RunRecord): string {
   );
 }
 
+/** `--callgrind`: instructions per call of each proxy, under valgrind (callgrind.ts). */
+async function callgrindMode(
+  options: Options,
+  registry: ChildRegistry,
+  backends: readonly [Backend, Backend],
+  settings: PathSettings,
+  requestFile: string,
+  payload: Buffer,
+): Promise<void> {
+  const missing = callgrindToolsMissing();
+  if (missing !== undefined) throw new Error(missing);
+  const skipped = options.paths.filter((name) => name === "direct");
+  if (skipped.length > 0) log("direct: skipped in --callgrind mode (no proxy whose instructions to count)");
+  const paths = options.paths.filter((name) => name !== "direct");
+  const summaries: CallgrindSummary[] = await runCallgrind(
+    {
+      registry,
+      backends,
+      settings,
+      requestFile,
+      options: {
+        warmupCalls: options.callgrindWarmup,
+        calls: options.callgrindCalls,
+        windows: options.callgrindWindows,
+        connections: options.connections,
+        streams: options.streams,
+        startTimeoutS: options.callgrindStartTimeout,
+        settleS: options.callgrindSettle,
+      },
+      // Under valgrind a cold node answers its first calls in seconds, not milliseconds.
+      check: (target) => grpcCheck(target, payload, 20, 120_000),
+      log,
+    },
+    paths,
+  );
+  const title =
+    `Instructions per call (callgrind): ${options.size}-byte unary, ${options.connections} conn × ` +
+    `${options.streams} stream${options.streams === 1 ? "" : "s"}, warm-up ${options.callgrindWarmup} calls, ` +
+    `${options.callgrindWindows} windows × ${options.callgrindCalls} calls, two grpc-js echo backends`;
+  const table = callgrindMarkdown(summaries, { title, windows: options.callgrindWindows, skipped });
+  process.stdout.write(`${table}\n`);
+  if (options.out !== undefined) {
+    const report = {
+      date: new Date().toISOString(),
+      mode: "callgrind",
+      options: { ...options, paths: options.paths },
+      machine: {
+        cores: os.cpus().length,
+        cpu: os.cpus()[0]?.model ?? "unknown",
+        node: process.version,
+        valgrind: valgrindVersion() ?? "unknown",
+        h2load: commandVersion("h2load", ["--version"]),
+        nginx: commandVersion("/usr/sbin/nginx", ["-v"]),
+        haproxy: commandVersion("/usr/sbin/haproxy", ["-v"]),
+      },
+      paths: summaries,
+      markdown: table,
+    };
+    writeFileSync(options.out, `${JSON.stringify(report, null, 2)}\n`);
+    log(`wrote ${options.out}`);
+  }
+}
+
 async function main(): Promise<void> {
   const options = parseOptions(process.argv.slice(2));
   const registry = new ChildRegistry();
@@ -357,6 +476,10 @@ async function main(): Promise<void> {
       rosterArgs: options.rosterArgs,
       nginxKeepalive: options.nginxKeepalive,
     };
+    if (options.callgrind) {
+      await callgrindMode(options, registry, backends, settings, requestFile, payload);
+      return;
+    }
     const summaries: PathSummary[] = [];
     const targets = new Map<PathName, Target>();
     for (const name of options.paths) {
