@@ -516,6 +516,108 @@ describe("HTTP/2 connection: defences", () => {
   });
 });
 
+describe("HTTP/2 connection: send-stall sweep (resetStalledStreams)", () => {
+  /** A stream with its response begun and `bytes` of DATA queued, the peer's windows as `settings` say. */
+  function stalled(bytes: number, peerWindow: number) {
+    const c = server();
+    c.send(
+      settingsFrame([[SettingId.INITIAL_WINDOW_SIZE, peerWindow]]),
+      c.headers(1, REQUEST, Flag.END_HEADERS | Flag.END_STREAM),
+    );
+    const s = c.streams[0]!;
+    c.conn.sendHeaders(s, [":status", "200"], false);
+    c.conn.sendData(s, Buffer.alloc(bytes), false);
+    c.take();
+    return { c, s };
+  }
+
+  // Each row: how the queue is stuck, then sweeps as [now, what happened between (or undefined)] →
+  // the sweep times that reset the stream (timeout 1000 ms).
+  const T = 1000;
+  const rows: [
+    string,
+    (x: ReturnType<typeof stalled>) => void,
+    [number, ((x: ReturnType<typeof stalled>) => void)?][],
+    number[],
+  ][] = [
+    ["stream window 0, never opened", () => {}, [[0], [500], [999], [1000], [1500]], [1000]],
+    [
+      "stream window 0, the first sweep late (the stall is timed from the sweep that saw it)",
+      () => {},
+      [[400], [1399], [1400]],
+      [1400],
+    ],
+    [
+      "stream window opened by a few bytes between sweeps (a slow reader: progress restarts the clock)",
+      () => {},
+      [
+        [0],
+        [900, (x) => x.c.send(windowUpdateFrame(1, 5))],
+        [1800],
+        [2700, (x) => x.c.send(windowUpdateFrame(1, 5))],
+        [3600],
+        [3699],
+        [3700],
+      ],
+      [3700],
+    ],
+    [
+      "connection window 0 (the stream's own window is large)",
+      (x) => x.c.conn.sendData(x.s, Buffer.alloc(70_000), false),
+      [[0], [1000]],
+      [1000],
+    ],
+    ["socket not draining (holdSend), windows open", (x) => x.c.conn.holdSend(true), [[0], [1000]], [1000]],
+    [
+      "the queue emptied before the timeout",
+      () => {},
+      [[0], [600, (x) => x.c.send(windowUpdateFrame(1, 1_000_000))], [1000], [5000]],
+      [],
+    ],
+  ];
+  for (const [name, setup, sweeps, resetAt] of rows) {
+    it(`${name}: reset at ${JSON.stringify(resetAt)}`, () => {
+      // 100 bytes on a 10-byte stream window, or (row 4) the connection window spent.
+      const x = stalled(100, name.startsWith("connection") ? 2 ** 31 - 1 : 10);
+      setup(x);
+      x.c.take();
+      const got: number[] = [];
+      for (const [now, between] of sweeps) {
+        between?.(x);
+        const n = x.c.conn.resetStalledStreams(now, T);
+        if (n > 0) got.push(now);
+      }
+      assert.deepEqual(got, resetAt);
+      if (resetAt.length > 0) {
+        assert.equal(x.s.closed, true);
+        assert.ok(rstCodes(x.c.take()).includes(`1:${ErrorCode.CANCEL}`));
+        assert.ok(x.c.events.includes(`reset 1 ${ErrorCode.CANCEL}`), "the owner was told");
+        assert.equal(x.c.conn.state, "open", "a stream error only");
+      }
+    });
+  }
+
+  it("resets only the stalled streams of a connection", () => {
+    const c = server();
+    c.send(
+      settingsFrame([[SettingId.INITIAL_WINDOW_SIZE, 10]]),
+      c.headers(1, REQUEST, Flag.END_HEADERS | Flag.END_STREAM),
+      c.headers(3, REQUEST, Flag.END_HEADERS | Flag.END_STREAM),
+      c.headers(5, REQUEST),
+    );
+    const [a, b] = c.streams;
+    c.conn.sendHeaders(a!, [":status", "200"], false);
+    c.conn.sendData(a!, Buffer.alloc(50), false);
+    c.conn.sendHeaders(b!, [":status", "200"], false);
+    c.conn.sendData(b!, Buffer.alloc(5), false);
+    c.take();
+    assert.equal(c.conn.resetStalledStreams(0, T), 0);
+    assert.equal(c.conn.resetStalledStreams(T, T), 1);
+    assert.deepEqual(rstCodes(c.take()), [`1:${ErrorCode.CANCEL}`]);
+    assert.equal(c.conn.activeStreams, 2, "3 (all sent) and 5 (nothing queued) stay");
+  });
+});
+
 describe("HTTP/2 connection: graceful close", () => {
   it("sends GOAWAY 2^31-1 and a PING, then GOAWAY with the last stream id when the PING returns, then drains", () => {
     const c = server();

@@ -61,7 +61,9 @@ import { HpackDecoder, HpackEncoder } from "./hpack.ts";
  * sync (HPACK bomb); streams past MAX_CONCURRENT_STREAMS are refused; streams the client opens and
  * resets before the response began ("premature resets", CVE-2023-44487), and streams refused, are
  * counted and a connection with too many gets GOAWAY ENHANCE_YOUR_CALM; queued control answers (SETTINGS/PING ACKs, RST_STREAM)
- * beyond `maxQueuedControlFrames` while the peer does not read close the connection the same way.
+ * beyond `maxQueuedControlFrames` while the peer does not read close the connection the same way;
+ * streams whose queued DATA has not moved for a timeout (the peer opens no window) are reset CANCEL
+ * by the platform's periodic `resetStalledStreams` sweep.
  */
 
 export type Role = "client" | "server";
@@ -184,6 +186,12 @@ export class H2Stream {
   pendingTrailers: string[] | undefined;
   /** The queue waited for a window since it was last empty (`onWritable` is due when it empties). */
   stalled = false;
+  /** DATA bytes ever queued with `sendData` (less `pendingBytes`: the bytes framed so far). */
+  dataQueued = 0;
+  /** Send-stall sweep (`resetStalledStreams`): when it first saw the queue not moving (-1: not stalled)… */
+  stallSince = -1;
+  /** …and the bytes framed at that time. */
+  stallSent = 0;
   /** Opaque slot for the owner (e.g. its index); the connection never reads it. */
   tag: unknown;
 
@@ -948,8 +956,39 @@ export class Http2Connection {
     if (data.length > 0) {
       s.pending.push(data);
       s.pendingBytes += data.length;
+      s.dataQueued += data.length;
     }
     this.#flushStream(s);
+  }
+
+  /**
+   * The send-stall sweep, called by the platform from a periodic timer (nginx's `send_timeout`: no
+   * progress writing for that long): every stream whose queued DATA has had no byte framed for
+   * `timeoutMs` — the peer keeps its stream or connection window at 0, or does not read its socket
+   * (`holdSend`) — is reset with RST_STREAM CANCEL and its owner told (`onReset`), so it frees what it
+   * holds for it (the proxy cancels the backend stream). A slow reader that takes some bytes between
+   * two sweeps is not stalled. Clock-free: the first sweep that sees a queue not moving notes `now`,
+   * later ones judge it, so a stream is reset between `timeoutMs` and `timeoutMs` plus one sweep
+   * period after its last byte went out. Returns how many streams were reset.
+   */
+  resetStalledStreams(now: number, timeoutMs: number): number {
+    let reset = 0;
+    // Deleting the entry being visited (the reset) is safe while iterating a Map.
+    for (const s of this.#streams.values()) {
+      if (s.pendingBytes === 0) {
+        s.stallSince = -1;
+        continue;
+      }
+      const sent = s.dataQueued - s.pendingBytes;
+      if (s.stallSince < 0 || sent !== s.stallSent) {
+        s.stallSince = now;
+        s.stallSent = sent;
+      } else if (now - s.stallSince >= timeoutMs) {
+        this.resetStream(s, ErrorCode.CANCEL, false);
+        reset++;
+      }
+    }
+    return reset;
   }
 
   /**

@@ -156,7 +156,9 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
   const attackers: RawH2[] = [];
   const frontEvents: string[] = [];
 
-  const limits: Partial<FrontLimits> = { maxConcurrentStreams: 100 };
+  // A short send-stall timeout (default 60 s), so the stall tests see it within their few seconds.
+  const SEND_STALL_MS = 1000;
+  const limits: Partial<FrontLimits> = { maxConcurrentStreams: 100, sendStallTimeoutMs: SEND_STALL_MS };
 
   before(async () => {
     backends = await Promise.all([startEchoBackend({ id: "a0" }), startEchoBackend({ id: "a1" })]);
@@ -506,7 +508,7 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
       return { data, growth: process.memoryUsage().arrayBuffers - mem0, open: !a.closed };
     });
     console.log(
-      `slow reader (no WINDOW_UPDATE): ${result.data} DATA bytes received, arrayBuffers +${(result.growth / 1e6).toFixed(1)} MB, connection ${result.open ? "still open (no stream timeout)" : "closed"}`,
+      `slow reader (no WINDOW_UPDATE): ${result.data} DATA bytes received, arrayBuffers +${(result.growth / 1e6).toFixed(1)} MB, connection ${result.open ? "still open" : "closed"}`,
     );
     assert.ok(result.data <= 65_535, `${result.data} bytes beyond the window`);
     // A window to the client, HIGH_WATER queued, and the backend stream's window: a few MB at most.
@@ -518,6 +520,58 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
       3000,
       "the backend stream cancelled",
     );
+  });
+
+  test("send stall: streams whose client never opens a window are reset CANCEL after sendStallTimeoutMs, their backend streams cancelled; the connection stays", async () => {
+    // Stream window 0 (SETTINGS) and the connection window left at 65,535: no response DATA can go out.
+    const a = await attacker({ settings: [[SettingId.INITIAL_WINDOW_SIZE, 0]], bigConnectionWindow: false });
+    const active0 = backends.map((b) => b.stats().active);
+    const events0 = frontEvents.length;
+    const streams = Array.from({ length: 20 }, (_, i) => 1 + 2 * i);
+    const { result } = await underAttack(async () => {
+      const started = Date.now();
+      const frames: Buffer[] = [];
+      for (const id of streams)
+        frames.push(
+          a.headersFrame(id, grpcRequestHeaders(echoPath("ServerStream"))),
+          dataFrame(id, streamRequest(200, 65536), true),
+        );
+      a.send(...frames);
+      // The calls reach the backends and stay open there while the client takes nothing.
+      await waitFor(
+        () => backends.reduce((n, b, i) => n + b.stats().active - active0[i]!, 0) >= streams.length,
+        3000,
+        "the attacker's calls open at the backends",
+      );
+      const codes: number[] = [];
+      for (const id of streams) codes.push(await a.rst(id, 3 * SEND_STALL_MS + 2000));
+      const resetAfter = Date.now() - started;
+      // The backend streams were cancelled: nothing is left open for the attacker at the backends.
+      await waitFor(
+        () => backends.every((b, i) => b.stats().active <= active0[i]!),
+        3000,
+        "the backend streams cancelled",
+      );
+      const data = a.frames.filter((f) => f.type === FrameType.DATA).length;
+      return { codes, resetAfter, data };
+    });
+    console.log(
+      `send stall: ${streams.length} streams with window 0 reset after ${result.resetAfter} ms (${result.data} DATA frames sent to the attacker)`,
+    );
+    assert.deepEqual(new Set(result.codes.map(errorCodeName)), new Set(["CANCEL"]));
+    assert.equal(result.data, 0, "no DATA beyond a window of 0");
+    // Timers never fire early: not before the timeout.
+    assert.ok(result.resetAfter >= SEND_STALL_MS, `reset after ${result.resetAfter} ms`);
+    assert.ok(
+      frontEvents.slice(events0).some((e) => /sendStallTimeoutMs/.test(e)),
+      frontEvents.slice(events0).join("; "),
+    );
+    // A stream error only: the connection still serves once the client opens its windows.
+    assert.equal(a.closed, false);
+    a.send(settingsFrame([[SettingId.INITIAL_WINDOW_SIZE, 65_535]]), a.echoRequest(101, "after stall"));
+    const r = await a.response(101);
+    assert.equal(header(r.trailers, "grpc-status"), "0");
+    a.destroy();
   });
 
   test("slow reader with huge windows that stops reading its socket: the balancer's buffers stay bounded", async () => {
