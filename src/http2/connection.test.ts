@@ -77,7 +77,8 @@ function server(settings: ConstructorParameters<typeof Http2Connection>[2] = {})
   const conn = new Http2Connection("server", handler, settings);
   conn.start();
   const encoder = new HpackEncoder();
-  const take = (): F[] => {
+  /** The output as frames, written at once (its control frames reported written) unless `held`. */
+  const take = (held = false): F[] => {
     const out: F[] = [];
     const reader = new FrameReader(1 << 24);
     for (const b of conn.takeOutput() ?? []) {
@@ -85,6 +86,7 @@ function server(settings: ConstructorParameters<typeof Http2Connection>[2] = {})
         out.push({ type, flags, id, payload: Buffer.from(payload) }),
       );
     }
+    if (!held) conn.controlFramesWritten(conn.takenControlFrames);
     return out;
   };
   conn.receive(Buffer.concat([CONNECTION_PREFACE, settingsFrame([])]), 0);
@@ -514,6 +516,71 @@ describe("HTTP/2 connection: defences", () => {
     }
     assert.equal(c.conn.state, "open");
   });
+
+  // Control answers count until the platform reports them written (nghttp2's outbound-queue flood
+  // rule), not until they are taken: each row is rounds of [frames the peer sends, answers taken
+  // and written ("written"), or taken but stuck in the socket's buffer ("held")] → the round that
+  // got GOAWAY ENHANCE_YOUR_CALM (limit 100), or -1.
+  const ping = () => pingFrame(false, Buffer.alloc(8));
+  const settings = () => settingsFrame([[SettingId.MAX_CONCURRENT_STREAMS, 10]]);
+  const floodRows: [string, [() => Buffer, number, "written" | "held"][], number][] = [
+    [
+      "PINGs whose ACKs are written as they go",
+      [
+        [ping, 60, "written"],
+        [ping, 60, "written"],
+        [ping, 60, "written"],
+      ],
+      -1,
+    ],
+    [
+      "PINGs whose ACKs are taken but not written",
+      [
+        [ping, 60, "held"],
+        [ping, 40, "held"],
+        [ping, 1, "held"],
+      ],
+      2,
+    ],
+    [
+      "SETTINGS whose ACKs are taken but not written",
+      [
+        [settings, 60, "held"],
+        [settings, 41, "held"],
+      ],
+      1,
+    ],
+    [
+      "a write that completes releases the ACKs before it",
+      [
+        [ping, 60, "held"],
+        [ping, 0, "written"],
+        [ping, 100, "held"],
+      ],
+      -1,
+    ],
+    ["at the limit exactly, not past it", [[ping, 100, "held"]], -1],
+  ];
+  for (const [name, rounds, closedAt] of floodRows) {
+    it(`control-frame flood: ${name} → ${closedAt < 0 ? "stays open" : `GOAWAY in round ${closedAt}`}`, () => {
+      const c = server({ maxQueuedControlFrames: 100 });
+      let got = -1;
+      let held = 0;
+      rounds.forEach(([make, n, written], round) => {
+        if (n > 0) c.send(...Array.from({ length: n }, make));
+        const frames = c.take(true);
+        held += c.conn.takenControlFrames;
+        // A write that completes comes after the ones before it (a socket writes in order).
+        if (written === "written") {
+          c.conn.controlFramesWritten(held);
+          held = 0;
+        }
+        if (got < 0 && goawayCode(frames) === ErrorCode.ENHANCE_YOUR_CALM) got = round;
+      });
+      assert.equal(got, closedAt);
+      assert.equal(c.conn.state, closedAt < 0 ? "open" : "closed");
+    });
+  }
 });
 
 describe("HTTP/2 connection: send-stall sweep (resetStalledStreams)", () => {

@@ -61,7 +61,9 @@ import { HpackDecoder, HpackEncoder } from "./hpack.ts";
  * sync (HPACK bomb); streams past MAX_CONCURRENT_STREAMS are refused; streams the client opens and
  * resets before the response began ("premature resets", CVE-2023-44487), and streams refused, are
  * counted and a connection with too many gets GOAWAY ENHANCE_YOUR_CALM; queued control answers (SETTINGS/PING ACKs, RST_STREAM)
- * beyond `maxQueuedControlFrames` while the peer does not read close the connection the same way;
+ * not yet written to the socket beyond `maxQueuedControlFrames` (the peer sends frames that need an
+ * answer faster than it reads the answers: nghttp2's outbound-queue flood rule) close the connection
+ * the same way;
  * streams whose queued DATA has not moved for a timeout (the peer opens no window) are reset CANCEL
  * by the platform's periodic `resetStalledStreams` sweep.
  */
@@ -94,7 +96,11 @@ export interface ConnectionSettings {
    */
   readonly minStreamsForResetCheck: number;
   readonly maxPrematureResetRatio: number;
-  /** Control frames we answer (ACKs, RST_STREAM) queued but not yet taken by the platform. */
+  /**
+   * Control frames we answer (SETTINGS/PING ACKs, RST_STREAM) queued and not yet written to the socket
+   * (taken, but not reported by `controlFramesWritten`) past which the connection gets GOAWAY
+   * ENHANCE_YOUR_CALM: nghttp2's `max_outbound_ack` / Envoy's `max_outbound_control_frames`, both 1000.
+   */
   readonly maxQueuedControlFrames: number;
 }
 
@@ -110,7 +116,7 @@ export const defaultConnectionSettings: ConnectionSettings = {
   maxContinuationFrames: 64,
   minStreamsForResetCheck: 100,
   maxPrematureResetRatio: 0.5,
-  maxQueuedControlFrames: 10_000,
+  maxQueuedControlFrames: 1000,
 };
 
 /** Per-stream events, delivered to the stream's owner (the proxy's call). */
@@ -236,7 +242,11 @@ export class Http2Connection {
   #state: ConnState = "open";
   #out: Buffer[] = [];
   #outSignalled = false;
+  /** Control answers queued and not yet reported written (`#queueControl`, `controlFramesWritten`). */
   #queuedControl = 0;
+  /** Of those, the ones still in `#out`, and the ones in the output last taken. */
+  #controlInOut = 0;
+  #controlTaken = 0;
   /** Client role: waiting for the server's preface? Server role: waiting for the client's preface bytes. */
   #prefaceLeft: number;
   #remoteSettingsSeen = false;
@@ -343,14 +353,33 @@ export class Http2Connection {
     return this.#streams.values();
   }
 
-  /** Frames waiting to be written, in order; the caller writes them and they are forgotten here. */
+  /**
+   * Frames waiting to be written, in order; the caller writes them and they are forgotten here (it
+   * reports the control frames among them, `takenControlFrames`, once written).
+   */
   takeOutput(): Buffer[] | undefined {
     this.#outSignalled = false;
-    this.#queuedControl = 0;
+    this.#controlTaken = this.#controlInOut;
+    this.#controlInOut = 0;
     if (this.#out.length === 0) return undefined;
     const out = this.#out;
     this.#out = [];
     return out;
+  }
+
+  /**
+   * Control answers (SETTINGS/PING ACKs, RST_STREAMs) in the output last taken. They count against
+   * `maxQueuedControlFrames` until the platform reports them written with `controlFramesWritten`, as
+   * nghttp2 counts them until they leave its outbound queue: a peer that sends PINGs or SETTINGS faster
+   * than it reads our answers fills the socket's buffer, the reports stop, and the count grows.
+   */
+  get takenControlFrames(): number {
+    return this.#controlTaken;
+  }
+
+  /** `n` control frames taken with `takeOutput` are written (the socket took them). */
+  controlFramesWritten(n: number): void {
+    this.#queuedControl = Math.max(this.#queuedControl - n, 0);
   }
 
   // --- receiving ------------------------------------------------------------------------------
@@ -1193,6 +1222,7 @@ export class Http2Connection {
 
   #queueControl(frame: Buffer): void {
     this.#queuedControl++;
+    this.#controlInOut++;
     if (this.#queuedControl > this.settings.maxQueuedControlFrames) {
       this.#fatal(ErrorCode.ENHANCE_YOUR_CALM, "too many control frames to answer (flood)");
       return;

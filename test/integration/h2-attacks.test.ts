@@ -168,7 +168,8 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
       backends: relays.map((r) => staticEndpoint({ kind: "tcp", host: "127.0.0.1", port: r.port })),
       policy: createDefaultRegistry().resolve("round_robin", {}),
       limits,
-      onFrontEvent: (message) => frontEvents.push(message),
+      onFrontEvent: (message, fields) =>
+        frontEvents.push(typeof fields?.error === "string" ? `${message}: ${fields.error}` : message),
     });
     await waitFor(() => lb.channel.status().every((b) => b.state === "ready"), 5000, "the backends ready");
     victimClient = new EchoClient(lb.server.address);
@@ -460,17 +461,20 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
     });
   });
 
-  test("SETTINGS flood without reading the ACKs: the balancer stops reading; memory bounded", async () => {
+  test("SETTINGS flood without reading the ACKs: past 1000 ACKs not yet written to the socket, GOAWAY ENHANCE_YOUR_CALM and the socket closed; memory bounded", async () => {
     const a = await attacker();
     a.socket.pause();
+    const events0 = frontEvents.length;
     const { result } = await underAttack(async () => {
       const settings = settingsFrame([[SettingId.MAX_CONCURRENT_STREAMS, 100]]);
       let sent = 0;
       const mem0 = process.memoryUsage();
       let peak = 0;
       let heapPeak = 0;
-      const until = Date.now() + 2500;
-      // Bounded by the clock; our own buffer is kept small (we write only what the kernel takes).
+      const started = Date.now();
+      const until = started + 5000;
+      // Bounded by the clock and the server closing; our own buffer is kept small (we write only
+      // what the kernel takes).
       while (!a.closed && Date.now() < until) {
         if (a.socket.writableLength < 256 * 1024) {
           a.send(...Array.from({ length: 2000 }, () => settings));
@@ -481,14 +485,25 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
         heapPeak = Math.max(heapPeak, m.heapUsed - mem0.heapUsed);
         await new Promise((r) => setTimeout(r, 1));
       }
-      return { sent, peak, heapPeak, closed: a.closed, stuck: a.socket.writableLength };
+      // Closed while we still did not read (noticed by our writes failing: a reset, the GOAWAY unread).
+      const closedWhileNotReading = a.closed;
+      const closedAfter = Date.now() - started;
+      a.socket.resume();
+      return { sent, peak, heapPeak, closedAfter, closedWhileNotReading };
     });
     console.log(
-      `SETTINGS flood: ${result.sent} SETTINGS sent (${(result.sent * 15) / 1e6} MB), ${result.stuck} bytes not taken by the balancer; arrayBuffers peak +${(result.peak / 1e6).toFixed(1)} MB, heap peak +${(result.heapPeak / 1e6).toFixed(1)} MB; connection ${result.closed ? "closed" : "open"}`,
+      `SETTINGS flood: ${result.sent} SETTINGS sent (${(result.sent * 15) / 1e6} MB) ${result.closedWhileNotReading ? `before the close (${result.closedAfter} ms)` : "and still open"}; arrayBuffers peak +${(result.peak / 1e6).toFixed(1)} MB, heap peak +${(result.heapPeak / 1e6).toFixed(1)} MB`,
     );
-    // The ACKs wait in the socket's queue up to maxWriteBufferBytes (4 MB), then reading stops.
+    // The ACKs the kernel took (its socket buffers) are written; past them, 1000 wait in the socket's
+    // own queue and the next one closes the connection (nghttp2's and Envoy's outbound-queue rule).
+    // Before: the balancer stopped reading at 4 MB queued and kept the connection as long as the
+    // attacker liked (the per-turn count of 10,000 was only reached once it read again).
+    assert.ok(result.closedWhileNotReading, "the connection was still open after 5 s of flood");
+    assert.ok(
+      frontEvents.slice(events0).some((e) => /ENHANCE_YOUR_CALM|too many control frames/.test(e)),
+      frontEvents.slice(events0).join("; "),
+    );
     assert.ok(result.peak < 32 * 1024 * 1024, `arrayBuffers grew ${result.peak} bytes`);
-    a.destroy();
   });
 
   test("slow reader that never sends WINDOW_UPDATE: the balancer sends one window and holds a bounded amount", async () => {
