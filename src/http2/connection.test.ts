@@ -685,6 +685,168 @@ describe("HTTP/2 connection: send-stall sweep (resetStalledStreams)", () => {
   });
 });
 
+describe("HTTP/2 connection: content-length (RFC 9113 §8.1.1)", () => {
+  const CL = (v: string, ...more: string[]) => [...REQUEST, "content-length", v, ...more];
+  const data = (n: number, end: boolean) =>
+    frame(FrameType.DATA, end ? Flag.END_STREAM : 0, 1, Buffer.alloc(n));
+  const END = Flag.END_HEADERS | Flag.END_STREAM;
+
+  // Server role, a request: frames after the preface → the events its owner saw, and whether stream 1
+  // was reset PROTOCOL_ERROR (a stream error: the connection stays open).
+  const requestRows: [string, (c: ReturnType<typeof server>) => Buffer[], string[], boolean][] = [
+    [
+      "10 declared, 4 + 6 sent",
+      (c) => [c.headers(1, CL("10")), data(4, false), data(6, true)],
+      ["stream 1", "data 1 4", "data 1 6 end"],
+      false,
+    ],
+    [
+      "10 declared, 11 sent: the bytes past it never reach the owner",
+      (c) => [c.headers(1, CL("10")), data(11, true)],
+      ["stream 1", "reset 1 1"],
+      true,
+    ],
+    [
+      "10 declared, 6 + 6 sent",
+      (c) => [c.headers(1, CL("10")), data(6, false), data(6, false)],
+      ["stream 1", "data 1 6", "reset 1 1"],
+      true,
+    ],
+    [
+      "10 declared, 9 sent with END_STREAM",
+      (c) => [c.headers(1, CL("10")), data(9, true)],
+      ["stream 1", "reset 1 1"],
+      true,
+    ],
+    [
+      "10 declared, 10 sent, then trailers",
+      (c) => [c.headers(1, CL("10")), data(10, false), c.headers(1, ["x-t", "1"], END)],
+      ["stream 1", "data 1 10", "headers 1 x-t,1 end"],
+      false,
+    ],
+    [
+      "10 declared, 5 sent, then trailers",
+      (c) => [c.headers(1, CL("10")), data(5, false), c.headers(1, ["x-t", "1"], END)],
+      ["stream 1", "data 1 5", "reset 1 1"],
+      true,
+    ],
+    ["10 declared on HEADERS with END_STREAM", (c) => [c.headers(1, CL("10"), END)], [], true],
+    ["0 declared on HEADERS with END_STREAM", (c) => [c.headers(1, CL("0"), END)], ["stream 1 end"], false],
+    ["a value that is not digits", (c) => [c.headers(1, CL("1e3")), data(1, true)], [], true],
+    ["a negative value", (c) => [c.headers(1, CL("-1")), data(1, true)], [], true],
+    ["two different values", (c) => [c.headers(1, CL("4", "content-length", "5")), data(4, true)], [], true],
+    [
+      "two equal values",
+      (c) => [c.headers(1, CL("4", "content-length", "4")), data(4, true)],
+      ["stream 1", "data 1 4 end"],
+      false,
+    ],
+    [
+      "padding does not count (4 declared, 4 bytes padded with 10)",
+      (c) => [
+        c.headers(1, CL("4")),
+        frame(
+          FrameType.DATA,
+          Flag.PADDED | Flag.END_STREAM,
+          1,
+          Buffer.concat([Buffer.from([10]), Buffer.alloc(14)]),
+        ),
+      ],
+      ["stream 1", "data 1 4 end"],
+      false,
+    ],
+    [
+      "none declared: any length",
+      (c) => [c.headers(1, REQUEST), data(7, true)],
+      ["stream 1", "data 1 7 end"],
+      false,
+    ],
+  ];
+  for (const [name, frames, events, reset] of requestRows) {
+    it(`request: ${name} → ${reset ? "RST_STREAM PROTOCOL_ERROR" : "delivered"}`, () => {
+      const c = server();
+      c.send(...frames(c));
+      assert.deepEqual(
+        c.events.map((e) => e.replace(" /pkg.Echo/Echo", "")),
+        events,
+      );
+      assert.deepEqual(rstCodes(c.take()), reset ? [`1:${ErrorCode.PROTOCOL_ERROR}`] : []);
+      assert.equal(c.conn.state, "open");
+    });
+  }
+
+  // Client role, a response on stream 1: frames → the owner's events and whether we reset it.
+  const responseRows: [string, (e: HpackEncoder) => Buffer[], string[], boolean][] = [
+    [
+      "5 declared, 5 sent, trailers",
+      (e) => [
+        rhead(e, [":status", "200", "content-length", "5"], 0),
+        data(5, false),
+        rhead(e, ["grpc-status", "0"], Flag.END_STREAM),
+      ],
+      ["headers", "data 5", "headers end"],
+      false,
+    ],
+    [
+      "5 declared, 6 sent",
+      (e) => [rhead(e, [":status", "200", "content-length", "5"], 0), data(6, false)],
+      ["headers", "reset 1"],
+      true,
+    ],
+    [
+      "5 declared, 3 sent, trailers",
+      (e) => [
+        rhead(e, [":status", "200", "content-length", "5"], 0),
+        data(3, false),
+        rhead(e, ["grpc-status", "0"], Flag.END_STREAM),
+      ],
+      ["headers", "data 3", "reset 1"],
+      true,
+    ],
+    [
+      "5 declared on a trailers-only response",
+      (e) => [rhead(e, [":status", "200", "content-length", "5", "grpc-status", "0"], Flag.END_STREAM)],
+      ["reset 1"],
+      true,
+    ],
+    [
+      "5 declared on a 204 (no content whatever it declares)",
+      (e) => [rhead(e, [":status", "204", "content-length", "5"], Flag.END_STREAM)],
+      ["headers end"],
+      false,
+    ],
+  ];
+  for (const [name, frames, events, reset] of responseRows) {
+    it(`response: ${name} → ${reset ? "RST_STREAM PROTOCOL_ERROR" : "delivered"}`, () => {
+      const got: string[] = [];
+      const owner: StreamOwner = {
+        onHeaders: (_s, _h, end) => got.push(`headers${end ? " end" : ""}`),
+        onData: (_s, d, end) => got.push(`data ${d.length}${end ? " end" : ""}`),
+        onReset: (_s, code) => got.push(`reset ${code}`),
+        onWritable: () => {},
+      };
+      const conn = new Http2Connection("client", { onOutput: () => {} });
+      conn.start();
+      conn.receive(settingsFrame([]), 0);
+      conn.openStream(REQUEST, true, owner);
+      conn.takeOutput();
+      conn.receive(Buffer.concat(frames(new HpackEncoder())), 0);
+      assert.deepEqual(got, events);
+      const out: F[] = [];
+      new FrameReader(1 << 24).push(Buffer.concat(conn.takeOutput() ?? []), (type, flags, id, payload) =>
+        out.push({ type, flags, id, payload }),
+      );
+      assert.deepEqual(rstCodes(out), reset ? [`1:${ErrorCode.PROTOCOL_ERROR}`] : []);
+      assert.equal(conn.state, "open");
+    });
+  }
+});
+
+/** A response HEADERS frame on stream 1 (END_HEADERS and `flags`). */
+function rhead(e: HpackEncoder, list: string[], flags: number): Buffer {
+  return frame(FrameType.HEADERS, Flag.END_HEADERS | flags, 1, e.encode(list));
+}
+
 describe("HTTP/2 connection: graceful close", () => {
   it("sends GOAWAY 2^31-1 and a PING, then GOAWAY with the last stream id when the PING returns, then drains", () => {
     const c = server();

@@ -65,7 +65,8 @@ import { HpackDecoder, HpackEncoder } from "./hpack.ts";
  * answer faster than it reads the answers: nghttp2's outbound-queue flood rule) close the connection
  * the same way;
  * streams whose queued DATA has not moved for a timeout (the peer opens no window) are reset CANCEL
- * by the platform's periodic `resetStalledStreams` sweep.
+ * by the platform's periodic `resetStalledStreams` sweep; a request or response whose DATA does
+ * not add up to its content-length is reset PROTOCOL_ERROR before the bytes past it reach the owner.
  */
 
 export type Role = "client" | "server";
@@ -198,6 +199,9 @@ export class H2Stream {
   stallSince = -1;
   /** …and the bytes framed at that time. */
   stallSent = 0;
+  /** The content-length the peer declared (-1: none), and the DATA bytes received against it. */
+  contentLength = -1;
+  dataReceived = 0;
   /** Opaque slot for the owner (e.g. its index); the connection never reads it. */
   tag: unknown;
 
@@ -507,6 +511,11 @@ export class Http2Connection {
       this.#fatal(ErrorCode.PROTOCOL_ERROR, "DATA padding is longer than the frame");
       return;
     }
+    if (s.contentLength >= 0 && !this.#dataWithinContentLength(s, data.length, flags)) {
+      this.#giveBackConnection(length);
+      this.#resetStream(s, ErrorCode.PROTOCOL_ERROR, false);
+      return;
+    }
     // Padding is consumed at once; the data when the owner says so.
     const padding = length - data.length;
     this.#connUnconsumed += data.length;
@@ -674,7 +683,7 @@ export class Http2Connection {
         return;
       }
       const problem = checkRequestHeaders(decoded.headers);
-      if (problem !== undefined) {
+      if (problem !== undefined || !this.#acceptContentLength(s, decoded.headers, true, endStream)) {
         this.#resetStream(s, ErrorCode.PROTOCOL_ERROR, false);
         return;
       }
@@ -706,10 +715,45 @@ export class Http2Connection {
       return;
     }
     if (this.role === "client" && s.headerBlocks === 0 && isInformational(decoded.headers)) return;
+    if (
+      !this.#acceptContentLength(
+        s,
+        decoded.headers,
+        this.role === "client" && s.headerBlocks === 0,
+        endStream,
+      )
+    ) {
+      this.#resetStream(s, ErrorCode.PROTOCOL_ERROR, false);
+      return;
+    }
     s.headerBlocks++;
     if (endStream) s.remoteEnded = true;
     s.owner?.onHeaders(s, decoded.headers, endStream);
     if (endStream) this.#maybeClose(s);
+  }
+
+  /**
+   * RFC 9113 §8.1.1: a request or response whose content-length differs from the sum of its DATA
+   * payloads is malformed (a stream error PROTOCOL_ERROR, and an intermediary must not pass it on). At
+   * the message's first header block (`first`) the declared length is noted — a value that is not
+   * digits, or two different values, is malformed at once; 204 and 304 responses carry no content
+   * whatever they declare (HEAD is not tracked: our client role sends gRPC POSTs). A block that ends
+   * the stream (HEADERS with END_STREAM, trailers) must come after exactly that many bytes.
+   */
+  #acceptContentLength(s: H2Stream, headers: readonly string[], first: boolean, endStream: boolean): boolean {
+    if (first) {
+      const n = declaredContentLength(headers);
+      if (Number.isNaN(n)) return false;
+      if (n >= 0 && !(this.role === "client" && hasNoContent(headers))) s.contentLength = n;
+    }
+    return !endStream || s.contentLength < 0 || s.dataReceived === s.contentLength;
+  }
+
+  /** Counts `n` DATA bytes against `s.contentLength`: false once past it, or short of it at END_STREAM. */
+  #dataWithinContentLength(s: H2Stream, n: number, flags: number): boolean {
+    s.dataReceived += n;
+    if (s.dataReceived > s.contentLength) return false;
+    return (flags & Flag.END_STREAM) === 0 || s.dataReceived === s.contentLength;
   }
 
   #onPriority(streamId: number, payload: Buffer): void {
@@ -1237,6 +1281,28 @@ export class Http2Connection {
       this.#h.onOutput();
     }
   }
+}
+
+/** The content-length in `headers`: -1 when absent, NaN when malformed (not 1*DIGIT, or differing values). */
+function declaredContentLength(headers: readonly string[]): number {
+  let n = -1;
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i] !== "content-length") continue;
+    const v = headers[i + 1]!;
+    if (!/^[0-9]{1,15}$/.test(v)) return Number.NaN;
+    const x = Number(v);
+    if (n >= 0 && x !== n) return Number.NaN;
+    n = x;
+  }
+  return n;
+}
+
+/** A response that has no content whatever its content-length says (RFC 9110 §6.4.1): 204, 304. */
+function hasNoContent(headers: readonly string[]): boolean {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i] === ":status") return headers[i + 1] === "204" || headers[i + 1] === "304";
+  }
+  return false;
 }
 
 function isInformational(headers: readonly string[]): boolean {

@@ -55,6 +55,8 @@ interface RelayConnection {
   rstToBackend: number;
   /** GOAWAY codes the backend sent to the balancer on this connection. */
   goawaysFromBackend: number[];
+  /** RST_STREAM codes the backend sent to the balancer on this connection. */
+  rstFromBackend: number[];
 }
 
 /**
@@ -69,7 +71,7 @@ async function countingRelay(port: number): Promise<{
   const conns: RelayConnection[] = [];
   const sockets = new Set<net.Socket>();
   const server = net.createServer((inbound) => {
-    const c: RelayConnection = { rstToBackend: 0, goawaysFromBackend: [] };
+    const c: RelayConnection = { rstToBackend: 0, goawaysFromBackend: [], rstFromBackend: [] };
     conns.push(c);
     const outbound = net.connect({ port, host: "127.0.0.1", noDelay: true });
     inbound.setNoDelay(true);
@@ -97,6 +99,7 @@ async function countingRelay(port: number): Promise<{
       inbound.write(chunk);
       down.push(chunk, (type, _flags, _id, payload) => {
         if (type === FrameType.GOAWAY) c.goawaysFromBackend.push(payload.readUInt32BE(4));
+        if (type === FrameType.RST_STREAM) c.rstFromBackend.push(payload.readUInt32BE(0));
       });
     });
     inbound.on("close", () => outbound.destroy());
@@ -380,6 +383,48 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
     );
     assert.deepEqual(new Set(result.statuses), new Set(["8"]), "RESOURCE_EXHAUSTED for each bomb");
     assert.equal(result.ok, "0");
+    assert.equal(a.closed, false);
+    a.destroy();
+  });
+
+  test("content-length mismatches (a smuggling shape: a short declared length, more bytes behind it): each stream reset PROTOCOL_ERROR by the balancer, the connection stays", async () => {
+    const a = await attacker();
+    const backendRsts = () =>
+      relays
+        .flatMap((r) => r.conns.flatMap((c) => c.rstFromBackend))
+        .filter((x) => x === ErrorCode.PROTOCOL_ERROR).length;
+    const rsts0 = backendRsts();
+    const { result } = await underAttack(async () => {
+      const frames: Buffer[] = [];
+      const body = echoBody("smuggled");
+      for (let i = 0; i < 50; i++) {
+        const id = 1 + 2 * i;
+        // Declares 5 bytes (one empty message) and sends a whole Echo request after them, or declares
+        // more than it sends.
+        const declared = i % 2 === 0 ? "5" : String(body.length + 10);
+        frames.push(
+          a.headersFrame(id, grpcRequestHeaders(undefined, ["content-length", declared])),
+          dataFrame(id, body, true),
+        );
+      }
+      a.send(...frames);
+      const codes = new Set<string>();
+      for (let i = 0; i < 50; i++) codes.add(errorCodeName(await a.rst(1 + 2 * i, 3000)));
+      // The same connection still carries a correct call.
+      a.send(a.echoRequest(101, "after smuggling"));
+      const r = await a.response(101);
+      return {
+        codes: [...codes],
+        status: header(r.trailers, "grpc-status"),
+        answered: a.frames.filter((f) => f.type === FrameType.HEADERS && f.stream < 100).length,
+      };
+    });
+    assert.deepEqual(result.codes, ["PROTOCOL_ERROR"]);
+    assert.equal(result.answered, 0, "a malformed request got a response");
+    // The balancer judged them itself: no backend saw a malformed request to reset (before, each one was
+    // forwarded and the backend's nghttp2 answered RST_STREAM PROTOCOL_ERROR, passed on to the client).
+    assert.equal(backendRsts() - rsts0, 0, "backends reset malformed requests the balancer forwarded");
+    assert.equal(result.status, "0");
     assert.equal(a.closed, false);
     a.destroy();
   });
