@@ -60,13 +60,13 @@ import { HpackDecoder, HpackEncoder } from "./hpack.ts";
  * decoded header lists past `maxHeaderListSize` are refused per stream with the HPACK state kept in
  * sync (HPACK bomb); streams past MAX_CONCURRENT_STREAMS are refused; streams the client opens and
  * resets before the response began ("premature resets", CVE-2023-44487), and streams refused, are
- * counted and a connection with too many gets GOAWAY ENHANCE_YOUR_CALM; queued control answers (SETTINGS/PING ACKs, RST_STREAM)
- * not yet written to the socket beyond `maxQueuedControlFrames` (the peer sends frames that need an
- * answer faster than it reads the answers: nghttp2's outbound-queue flood rule) close the connection
- * the same way;
- * streams whose queued DATA has not moved for a timeout (the peer opens no window) are reset CANCEL
- * by the platform's periodic `resetStalledStreams` sweep; a request or response whose DATA does
- * not add up to its content-length is reset PROTOCOL_ERROR before the bytes past it reach the owner.
+ * counted and a connection with too many gets GOAWAY ENHANCE_YOUR_CALM; control answers (SETTINGS/PING
+ * ACKs, RST_STREAM) queued and not yet written to the socket beyond `maxQueuedControlFrames` (the peer
+ * provokes answers faster than it reads them: nghttp2's outbound-queue flood rule) close the
+ * connection the same way; streams whose queued DATA has not moved for a timeout (the peer opens no
+ * window) are reset CANCEL by the platform's periodic `resetStalledStreams` sweep; a request or
+ * response whose DATA does not add up to its content-length is reset PROTOCOL_ERROR before the bytes
+ * past it reach the owner.
  */
 
 export type Role = "client" | "server";
