@@ -77,7 +77,8 @@ function server(settings: ConstructorParameters<typeof Http2Connection>[2] = {})
   const conn = new Http2Connection("server", handler, settings);
   conn.start();
   const encoder = new HpackEncoder();
-  const take = (): F[] => {
+  /** The output as frames, written at once (its control frames reported written) unless `held`. */
+  const take = (held = false): F[] => {
     const out: F[] = [];
     const reader = new FrameReader(1 << 24);
     for (const b of conn.takeOutput() ?? []) {
@@ -85,6 +86,7 @@ function server(settings: ConstructorParameters<typeof Http2Connection>[2] = {})
         out.push({ type, flags, id, payload: Buffer.from(payload) }),
       );
     }
+    if (!held) conn.controlFramesWritten(conn.takenControlFrames);
     return out;
   };
   conn.receive(Buffer.concat([CONNECTION_PREFACE, settingsFrame([])]), 0);
@@ -514,7 +516,336 @@ describe("HTTP/2 connection: defences", () => {
     }
     assert.equal(c.conn.state, "open");
   });
+
+  // Control answers count until the platform reports them written (nghttp2's outbound-queue flood
+  // rule), not until they are taken: each row is rounds of [frames the peer sends, answers taken
+  // and written ("written"), or taken but stuck in the socket's buffer ("held")] → the round that
+  // got GOAWAY ENHANCE_YOUR_CALM (limit 100), or -1.
+  const ping = () => pingFrame(false, Buffer.alloc(8));
+  const settings = () => settingsFrame([[SettingId.MAX_CONCURRENT_STREAMS, 10]]);
+  const floodRows: [string, [() => Buffer, number, "written" | "held"][], number][] = [
+    [
+      "PINGs whose ACKs are written as they go",
+      [
+        [ping, 60, "written"],
+        [ping, 60, "written"],
+        [ping, 60, "written"],
+      ],
+      -1,
+    ],
+    [
+      "PINGs whose ACKs are taken but not written",
+      [
+        [ping, 60, "held"],
+        [ping, 40, "held"],
+        [ping, 1, "held"],
+      ],
+      2,
+    ],
+    [
+      "SETTINGS whose ACKs are taken but not written",
+      [
+        [settings, 60, "held"],
+        [settings, 41, "held"],
+      ],
+      1,
+    ],
+    [
+      "a write that completes releases the ACKs before it",
+      [
+        [ping, 60, "held"],
+        [ping, 0, "written"],
+        [ping, 100, "held"],
+      ],
+      -1,
+    ],
+    ["at the limit exactly, not past it", [[ping, 100, "held"]], -1],
+  ];
+  for (const [name, rounds, closedAt] of floodRows) {
+    it(`control-frame flood: ${name} → ${closedAt < 0 ? "stays open" : `GOAWAY in round ${closedAt}`}`, () => {
+      const c = server({ maxQueuedControlFrames: 100 });
+      let got = -1;
+      let held = 0;
+      rounds.forEach(([make, n, written], round) => {
+        if (n > 0) c.send(...Array.from({ length: n }, make));
+        const frames = c.take(true);
+        held += c.conn.takenControlFrames;
+        // A write that completes comes after the ones before it (a socket writes in order).
+        if (written === "written") {
+          c.conn.controlFramesWritten(held);
+          held = 0;
+        }
+        if (got < 0 && goawayCode(frames) === ErrorCode.ENHANCE_YOUR_CALM) got = round;
+      });
+      assert.equal(got, closedAt);
+      assert.equal(c.conn.state, closedAt < 0 ? "open" : "closed");
+    });
+  }
 });
+
+describe("HTTP/2 connection: send-stall sweep (resetStalledStreams)", () => {
+  /** A stream with its response begun and `bytes` of DATA queued, the peer's windows as `settings` say. */
+  function stalled(bytes: number, peerWindow: number) {
+    const c = server();
+    c.send(
+      settingsFrame([[SettingId.INITIAL_WINDOW_SIZE, peerWindow]]),
+      c.headers(1, REQUEST, Flag.END_HEADERS | Flag.END_STREAM),
+    );
+    const s = c.streams[0]!;
+    c.conn.sendHeaders(s, [":status", "200"], false);
+    c.conn.sendData(s, Buffer.alloc(bytes), false);
+    c.take();
+    return { c, s };
+  }
+
+  // Each row: how the queue is stuck, then sweeps as [now, what happened between (or undefined)] →
+  // the sweep times that reset the stream (timeout 1000 ms).
+  const T = 1000;
+  const rows: [
+    string,
+    (x: ReturnType<typeof stalled>) => void,
+    [number, ((x: ReturnType<typeof stalled>) => void)?][],
+    number[],
+  ][] = [
+    ["stream window 0, never opened", () => {}, [[0], [500], [999], [1000], [1500]], [1000]],
+    [
+      "stream window 0, the first sweep late (the stall is timed from the sweep that saw it)",
+      () => {},
+      [[400], [1399], [1400]],
+      [1400],
+    ],
+    [
+      "stream window opened by a few bytes between sweeps (a slow reader: progress restarts the clock)",
+      () => {},
+      [
+        [0],
+        [900, (x) => x.c.send(windowUpdateFrame(1, 5))],
+        [1800],
+        [2700, (x) => x.c.send(windowUpdateFrame(1, 5))],
+        [3600],
+        [3699],
+        [3700],
+      ],
+      [3700],
+    ],
+    [
+      "connection window 0 (the stream's own window is large)",
+      (x) => x.c.conn.sendData(x.s, Buffer.alloc(70_000), false),
+      [[0], [1000]],
+      [1000],
+    ],
+    ["socket not draining (holdSend), windows open", (x) => x.c.conn.holdSend(true), [[0], [1000]], [1000]],
+    [
+      "the queue emptied before the timeout",
+      () => {},
+      [[0], [600, (x) => x.c.send(windowUpdateFrame(1, 1_000_000))], [1000], [5000]],
+      [],
+    ],
+  ];
+  for (const [name, setup, sweeps, resetAt] of rows) {
+    it(`${name}: reset at ${JSON.stringify(resetAt)}`, () => {
+      // 100 bytes on a 10-byte stream window, or (row 4) the connection window spent.
+      const x = stalled(100, name.startsWith("connection") ? 2 ** 31 - 1 : 10);
+      setup(x);
+      x.c.take();
+      const got: number[] = [];
+      for (const [now, between] of sweeps) {
+        between?.(x);
+        const n = x.c.conn.resetStalledStreams(now, T);
+        if (n > 0) got.push(now);
+      }
+      assert.deepEqual(got, resetAt);
+      if (resetAt.length > 0) {
+        assert.equal(x.s.closed, true);
+        assert.ok(rstCodes(x.c.take()).includes(`1:${ErrorCode.CANCEL}`));
+        assert.ok(x.c.events.includes(`reset 1 ${ErrorCode.CANCEL}`), "the owner was told");
+        assert.equal(x.c.conn.state, "open", "a stream error only");
+      }
+    });
+  }
+
+  it("resets only the stalled streams of a connection", () => {
+    const c = server();
+    c.send(
+      settingsFrame([[SettingId.INITIAL_WINDOW_SIZE, 10]]),
+      c.headers(1, REQUEST, Flag.END_HEADERS | Flag.END_STREAM),
+      c.headers(3, REQUEST, Flag.END_HEADERS | Flag.END_STREAM),
+      c.headers(5, REQUEST),
+    );
+    const [a, b] = c.streams;
+    c.conn.sendHeaders(a!, [":status", "200"], false);
+    c.conn.sendData(a!, Buffer.alloc(50), false);
+    c.conn.sendHeaders(b!, [":status", "200"], false);
+    c.conn.sendData(b!, Buffer.alloc(5), false);
+    c.take();
+    assert.equal(c.conn.resetStalledStreams(0, T), 0);
+    assert.equal(c.conn.resetStalledStreams(T, T), 1);
+    assert.deepEqual(rstCodes(c.take()), [`1:${ErrorCode.CANCEL}`]);
+    assert.equal(c.conn.activeStreams, 2, "3 (all sent) and 5 (nothing queued) stay");
+  });
+});
+
+describe("HTTP/2 connection: content-length (RFC 9113 §8.1.1)", () => {
+  const CL = (v: string, ...more: string[]) => [...REQUEST, "content-length", v, ...more];
+  const data = (n: number, end: boolean) =>
+    frame(FrameType.DATA, end ? Flag.END_STREAM : 0, 1, Buffer.alloc(n));
+  const END = Flag.END_HEADERS | Flag.END_STREAM;
+
+  // Server role, a request: frames after the preface → the events its owner saw, and whether stream 1
+  // was reset PROTOCOL_ERROR (a stream error: the connection stays open).
+  const requestRows: [string, (c: ReturnType<typeof server>) => Buffer[], string[], boolean][] = [
+    [
+      "10 declared, 4 + 6 sent",
+      (c) => [c.headers(1, CL("10")), data(4, false), data(6, true)],
+      ["stream 1", "data 1 4", "data 1 6 end"],
+      false,
+    ],
+    [
+      "10 declared, 11 sent: the bytes past it never reach the owner",
+      (c) => [c.headers(1, CL("10")), data(11, true)],
+      ["stream 1", "reset 1 1"],
+      true,
+    ],
+    [
+      "10 declared, 6 + 6 sent",
+      (c) => [c.headers(1, CL("10")), data(6, false), data(6, false)],
+      ["stream 1", "data 1 6", "reset 1 1"],
+      true,
+    ],
+    [
+      "10 declared, 9 sent with END_STREAM",
+      (c) => [c.headers(1, CL("10")), data(9, true)],
+      ["stream 1", "reset 1 1"],
+      true,
+    ],
+    [
+      "10 declared, 10 sent, then trailers",
+      (c) => [c.headers(1, CL("10")), data(10, false), c.headers(1, ["x-t", "1"], END)],
+      ["stream 1", "data 1 10", "headers 1 x-t,1 end"],
+      false,
+    ],
+    [
+      "10 declared, 5 sent, then trailers",
+      (c) => [c.headers(1, CL("10")), data(5, false), c.headers(1, ["x-t", "1"], END)],
+      ["stream 1", "data 1 5", "reset 1 1"],
+      true,
+    ],
+    ["10 declared on HEADERS with END_STREAM", (c) => [c.headers(1, CL("10"), END)], [], true],
+    ["0 declared on HEADERS with END_STREAM", (c) => [c.headers(1, CL("0"), END)], ["stream 1 end"], false],
+    ["a value that is not digits", (c) => [c.headers(1, CL("1e3")), data(1, true)], [], true],
+    ["a negative value", (c) => [c.headers(1, CL("-1")), data(1, true)], [], true],
+    ["two different values", (c) => [c.headers(1, CL("4", "content-length", "5")), data(4, true)], [], true],
+    [
+      "two equal values",
+      (c) => [c.headers(1, CL("4", "content-length", "4")), data(4, true)],
+      ["stream 1", "data 1 4 end"],
+      false,
+    ],
+    [
+      "padding does not count (4 declared, 4 bytes padded with 10)",
+      (c) => [
+        c.headers(1, CL("4")),
+        frame(
+          FrameType.DATA,
+          Flag.PADDED | Flag.END_STREAM,
+          1,
+          Buffer.concat([Buffer.from([10]), Buffer.alloc(14)]),
+        ),
+      ],
+      ["stream 1", "data 1 4 end"],
+      false,
+    ],
+    [
+      "none declared: any length",
+      (c) => [c.headers(1, REQUEST), data(7, true)],
+      ["stream 1", "data 1 7 end"],
+      false,
+    ],
+  ];
+  for (const [name, frames, events, reset] of requestRows) {
+    it(`request: ${name} → ${reset ? "RST_STREAM PROTOCOL_ERROR" : "delivered"}`, () => {
+      const c = server();
+      c.send(...frames(c));
+      assert.deepEqual(
+        c.events.map((e) => e.replace(" /pkg.Echo/Echo", "")),
+        events,
+      );
+      assert.deepEqual(rstCodes(c.take()), reset ? [`1:${ErrorCode.PROTOCOL_ERROR}`] : []);
+      assert.equal(c.conn.state, "open");
+    });
+  }
+
+  // Client role, a response on stream 1: frames → the owner's events and whether we reset it.
+  const responseRows: [string, (e: HpackEncoder) => Buffer[], string[], boolean][] = [
+    [
+      "5 declared, 5 sent, trailers",
+      (e) => [
+        rhead(e, [":status", "200", "content-length", "5"], 0),
+        data(5, false),
+        rhead(e, ["grpc-status", "0"], Flag.END_STREAM),
+      ],
+      ["headers", "data 5", "headers end"],
+      false,
+    ],
+    [
+      "5 declared, 6 sent",
+      (e) => [rhead(e, [":status", "200", "content-length", "5"], 0), data(6, false)],
+      ["headers", "reset 1"],
+      true,
+    ],
+    [
+      "5 declared, 3 sent, trailers",
+      (e) => [
+        rhead(e, [":status", "200", "content-length", "5"], 0),
+        data(3, false),
+        rhead(e, ["grpc-status", "0"], Flag.END_STREAM),
+      ],
+      ["headers", "data 3", "reset 1"],
+      true,
+    ],
+    [
+      "5 declared on a trailers-only response",
+      (e) => [rhead(e, [":status", "200", "content-length", "5", "grpc-status", "0"], Flag.END_STREAM)],
+      ["reset 1"],
+      true,
+    ],
+    [
+      "5 declared on a 204 (no content whatever it declares)",
+      (e) => [rhead(e, [":status", "204", "content-length", "5"], Flag.END_STREAM)],
+      ["headers end"],
+      false,
+    ],
+  ];
+  for (const [name, frames, events, reset] of responseRows) {
+    it(`response: ${name} → ${reset ? "RST_STREAM PROTOCOL_ERROR" : "delivered"}`, () => {
+      const got: string[] = [];
+      const owner: StreamOwner = {
+        onHeaders: (_s, _h, end) => got.push(`headers${end ? " end" : ""}`),
+        onData: (_s, d, end) => got.push(`data ${d.length}${end ? " end" : ""}`),
+        onReset: (_s, code) => got.push(`reset ${code}`),
+        onWritable: () => {},
+      };
+      const conn = new Http2Connection("client", { onOutput: () => {} });
+      conn.start();
+      conn.receive(settingsFrame([]), 0);
+      conn.openStream(REQUEST, true, owner);
+      conn.takeOutput();
+      conn.receive(Buffer.concat(frames(new HpackEncoder())), 0);
+      assert.deepEqual(got, events);
+      const out: F[] = [];
+      new FrameReader(1 << 24).push(Buffer.concat(conn.takeOutput() ?? []), (type, flags, id, payload) =>
+        out.push({ type, flags, id, payload }),
+      );
+      assert.deepEqual(rstCodes(out), reset ? [`1:${ErrorCode.PROTOCOL_ERROR}`] : []);
+      assert.equal(conn.state, "open");
+    });
+  }
+});
+
+/** A response HEADERS frame on stream 1 (END_HEADERS and `flags`). */
+function rhead(e: HpackEncoder, list: string[], flags: number): Buffer {
+  return frame(FrameType.HEADERS, Flag.END_HEADERS | flags, 1, e.encode(list));
+}
 
 describe("HTTP/2 connection: graceful close", () => {
   it("sends GOAWAY 2^31-1 and a PING, then GOAWAY with the last stream id when the PING returns, then drains", () => {

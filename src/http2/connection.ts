@@ -60,8 +60,13 @@ import { OutBuffer } from "./out-buffer.ts";
  * decoded header lists past `maxHeaderListSize` are refused per stream with the HPACK state kept in
  * sync (HPACK bomb); streams past MAX_CONCURRENT_STREAMS are refused; streams the client opens and
  * resets before the response began ("premature resets", CVE-2023-44487), and streams refused, are
- * counted and a connection with too many gets GOAWAY ENHANCE_YOUR_CALM; queued control answers (SETTINGS/PING ACKs, RST_STREAM)
- * beyond `maxQueuedControlFrames` while the peer does not read close the connection the same way.
+ * counted and a connection with too many gets GOAWAY ENHANCE_YOUR_CALM; control answers (SETTINGS/PING
+ * ACKs, RST_STREAM) queued and not yet written to the socket beyond `maxQueuedControlFrames` (the peer
+ * provokes answers faster than it reads them: nghttp2's outbound-queue flood rule) close the
+ * connection the same way; streams whose queued DATA has not moved for a timeout (the peer opens no
+ * window) are reset CANCEL by the platform's periodic `resetStalledStreams` sweep; a request or
+ * response whose DATA does not add up to its content-length is reset PROTOCOL_ERROR before the bytes
+ * past it reach the owner.
  */
 
 export type Role = "client" | "server";
@@ -92,7 +97,11 @@ export interface ConnectionSettings {
    */
   readonly minStreamsForResetCheck: number;
   readonly maxPrematureResetRatio: number;
-  /** Control frames we answer (ACKs, RST_STREAM) queued but not yet taken by the platform. */
+  /**
+   * Control frames we answer (SETTINGS/PING ACKs, RST_STREAM) queued and not yet written to the socket
+   * (taken, but not reported by `controlFramesWritten`) past which the connection gets GOAWAY
+   * ENHANCE_YOUR_CALM: nghttp2's `max_outbound_ack` / Envoy's `max_outbound_control_frames`, both 1000.
+   */
   readonly maxQueuedControlFrames: number;
 }
 
@@ -108,7 +117,7 @@ export const defaultConnectionSettings: ConnectionSettings = {
   maxContinuationFrames: 64,
   minStreamsForResetCheck: 100,
   maxPrematureResetRatio: 0.5,
-  maxQueuedControlFrames: 10_000,
+  maxQueuedControlFrames: 1000,
 };
 
 /** Per-stream events, delivered to the stream's owner (the proxy's call). */
@@ -184,6 +193,15 @@ export class H2Stream {
   pendingTrailers: string[] | undefined;
   /** The queue waited for a window since it was last empty (`onWritable` is due when it empties). */
   stalled = false;
+  /** DATA bytes ever queued with `sendData` (less `pendingBytes`: the bytes framed so far). */
+  dataQueued = 0;
+  /** Send-stall sweep (`resetStalledStreams`): when it first saw the queue not moving (-1: not stalled)… */
+  stallSince = -1;
+  /** …and the bytes framed at that time. */
+  stallSent = 0;
+  /** The content-length the peer declared (-1: none), and the DATA bytes received against it. */
+  contentLength = -1;
+  dataReceived = 0;
   /** Opaque slot for the owner (e.g. its index); the connection never reads it. */
   tag: unknown;
 
@@ -228,7 +246,11 @@ export class Http2Connection {
   #state: ConnState = "open";
   readonly #out = new OutBuffer();
   #outSignalled = false;
+  /** Control answers queued and not yet reported written (`#queueControl`, `controlFramesWritten`). */
   #queuedControl = 0;
+  /** Of those, the ones still in `#out`, and the ones in the output last taken. */
+  #controlInOut = 0;
+  #controlTaken = 0;
   /** Client role: waiting for the server's preface? Server role: waiting for the client's preface bytes. */
   #prefaceLeft: number;
   #remoteSettingsSeen = false;
@@ -335,14 +357,33 @@ export class Http2Connection {
     return this.#streams.values();
   }
 
-  /** Frames waiting to be written, in order; the caller writes them and they are forgotten here. */
+  /**
+   * Frames waiting to be written, in order; the caller writes them and they are forgotten here (it
+   * reports the control frames among them, `takenControlFrames`, once written).
+   */
   takeOutput(): Buffer[] | undefined {
     this.#outSignalled = false;
-    this.#queuedControl = 0;
+    this.#controlTaken = this.#controlInOut;
+    this.#controlInOut = 0;
     const out = this.#out.take();
     // An idle connection keeps no slab (a thousand quiet clients hold no output memory).
     if (this.#streams.size === 0) this.#out.release();
     return out;
+  }
+
+  /**
+   * Control answers (SETTINGS/PING ACKs, RST_STREAMs) in the output last taken. They count against
+   * `maxQueuedControlFrames` until the platform reports them written with `controlFramesWritten`, as
+   * nghttp2 counts them until they leave its outbound queue: a peer that sends PINGs or SETTINGS faster
+   * than it reads our answers fills the socket's buffer, the reports stop, and the count grows.
+   */
+  get takenControlFrames(): number {
+    return this.#controlTaken;
+  }
+
+  /** `n` control frames taken with `takeOutput` are written (the socket took them). */
+  controlFramesWritten(n: number): void {
+    this.#queuedControl = Math.max(this.#queuedControl - n, 0);
   }
 
   // --- receiving ------------------------------------------------------------------------------
@@ -468,6 +509,11 @@ export class Http2Connection {
     const data = unpad(payload, flags, FrameType.DATA);
     if (data === undefined) {
       this.#fatal(ErrorCode.PROTOCOL_ERROR, "DATA padding is longer than the frame");
+      return;
+    }
+    if (s.contentLength >= 0 && !this.#dataWithinContentLength(s, data.length, flags)) {
+      this.#giveBackConnection(length);
+      this.#resetStream(s, ErrorCode.PROTOCOL_ERROR, false);
       return;
     }
     // Padding is consumed at once; the data when the owner says so.
@@ -645,6 +691,10 @@ export class Http2Connection {
         }
         if (repeat !== undefined) repeat.note = CHECKED;
       }
+      if (!this.#acceptContentLength(s, decoded.headers, true, endStream)) {
+        this.#resetStream(s, ErrorCode.PROTOCOL_ERROR, false);
+        return;
+      }
       this.#h.onStream?.(s, decoded.headers, endStream);
       if (s.owner === undefined && !s.closed) this.#resetStream(s, ErrorCode.REFUSED_STREAM, false);
       else if (endStream) this.#maybeClose(s);
@@ -673,10 +723,45 @@ export class Http2Connection {
       return;
     }
     if (this.role === "client" && s.headerBlocks === 0 && isInformational(decoded.headers)) return;
+    if (
+      !this.#acceptContentLength(
+        s,
+        decoded.headers,
+        this.role === "client" && s.headerBlocks === 0,
+        endStream,
+      )
+    ) {
+      this.#resetStream(s, ErrorCode.PROTOCOL_ERROR, false);
+      return;
+    }
     s.headerBlocks++;
     if (endStream) s.remoteEnded = true;
     s.owner?.onHeaders(s, decoded.headers, endStream);
     if (endStream) this.#maybeClose(s);
+  }
+
+  /**
+   * RFC 9113 §8.1.1: a request or response whose content-length differs from the sum of its DATA
+   * payloads is malformed (a stream error PROTOCOL_ERROR, and an intermediary must not pass it on). At
+   * the message's first header block (`first`) the declared length is noted — a value that is not
+   * digits, or two different values, is malformed at once; 204 and 304 responses carry no content
+   * whatever they declare (HEAD is not tracked: our client role sends gRPC POSTs). A block that ends
+   * the stream (HEADERS with END_STREAM, trailers) must come after exactly that many bytes.
+   */
+  #acceptContentLength(s: H2Stream, headers: readonly string[], first: boolean, endStream: boolean): boolean {
+    if (first) {
+      const n = declaredContentLength(headers);
+      if (Number.isNaN(n)) return false;
+      if (n >= 0 && !(this.role === "client" && hasNoContent(headers))) s.contentLength = n;
+    }
+    return !endStream || s.contentLength < 0 || s.dataReceived === s.contentLength;
+  }
+
+  /** Counts `n` DATA bytes against `s.contentLength`: false once past it, or short of it at END_STREAM. */
+  #dataWithinContentLength(s: H2Stream, n: number, flags: number): boolean {
+    s.dataReceived += n;
+    if (s.dataReceived > s.contentLength) return false;
+    return (flags & Flag.END_STREAM) === 0 || s.dataReceived === s.contentLength;
   }
 
   #onPriority(streamId: number, payload: Buffer): void {
@@ -951,8 +1036,39 @@ export class Http2Connection {
     if (data.length > 0) {
       s.pending.push(data);
       s.pendingBytes += data.length;
+      s.dataQueued += data.length;
     }
     this.#flushStream(s);
+  }
+
+  /**
+   * The send-stall sweep, called by the platform from a periodic timer (nginx's `send_timeout`: no
+   * progress writing for that long): every stream whose queued DATA has had no byte framed for
+   * `timeoutMs` — the peer keeps its stream or connection window at 0, or does not read its socket
+   * (`holdSend`) — is reset with RST_STREAM CANCEL and its owner told (`onReset`), so it frees what it
+   * holds for it (the proxy cancels the backend stream). A slow reader that takes some bytes between
+   * two sweeps is not stalled. Clock-free: the first sweep that sees a queue not moving notes `now`,
+   * later ones judge it, so a stream is reset between `timeoutMs` and `timeoutMs` plus one sweep
+   * period after its last byte went out. Returns how many streams were reset.
+   */
+  resetStalledStreams(now: number, timeoutMs: number): number {
+    let reset = 0;
+    // Deleting the entry being visited (the reset) is safe while iterating a Map.
+    for (const s of this.#streams.values()) {
+      if (s.pendingBytes === 0) {
+        s.stallSince = -1;
+        continue;
+      }
+      const sent = s.dataQueued - s.pendingBytes;
+      if (s.stallSince < 0 || sent !== s.stallSent) {
+        s.stallSince = now;
+        s.stallSent = sent;
+      } else if (now - s.stallSince >= timeoutMs) {
+        this.resetStream(s, ErrorCode.CANCEL, false);
+        reset++;
+      }
+    }
+    return reset;
   }
 
   /**
@@ -1189,6 +1305,7 @@ export class Http2Connection {
 
   #queueControl(frame: Buffer): void {
     this.#queuedControl++;
+    this.#controlInOut++;
     if (this.#queuedControl > this.settings.maxQueuedControlFrames) {
       this.#fatal(ErrorCode.ENHANCE_YOUR_CALM, "too many control frames to answer (flood)");
       return;
@@ -1212,6 +1329,28 @@ export class Http2Connection {
 
 /** `RepeatedBlock.note`: the request header list passed `checkRequestHeaders`. */
 const CHECKED = 1;
+
+/** The content-length in `headers`: -1 when absent, NaN when malformed (not 1*DIGIT, or differing values). */
+function declaredContentLength(headers: readonly string[]): number {
+  let n = -1;
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i] !== "content-length") continue;
+    const v = headers[i + 1]!;
+    if (!/^[0-9]{1,15}$/.test(v)) return Number.NaN;
+    const x = Number(v);
+    if (n >= 0 && x !== n) return Number.NaN;
+    n = x;
+  }
+  return n;
+}
+
+/** A response that has no content whatever its content-length says (RFC 9110 §6.4.1): 204, 304. */
+function hasNoContent(headers: readonly string[]): boolean {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i] === ":status") return headers[i + 1] === "204" || headers[i + 1] === "304";
+  }
+  return false;
+}
 
 function isInformational(headers: readonly string[]): boolean {
   for (let i = 0; i < headers.length; i += 2) {

@@ -18,6 +18,9 @@ import {
  * until it drains, so a peer cannot make us queue answers (ACKs, RST_STREAMs) or, by granting huge
  * windows it then does not read, DATA without bound. Batches of many small frames (a control-frame
  * flood's ACKs) are joined into one buffer, so the socket's queue costs bytes, not an object per frame.
+ * Control answers (ACKs, RST_STREAMs) are reported to the connection as written when their write
+ * completes, so a peer that provokes them faster than it reads meets `maxQueuedControlFrames` (GOAWAY
+ * ENHANCE_YOUR_CALM) long before the write buffer's limit.
  */
 export interface TransportHooks {
   /** The socket is closed (after an error, the peer's close, or ours); the connection has ended its streams. */
@@ -128,14 +131,18 @@ export class H2Transport {
     const out = this.conn.takeOutput();
     const socket = this.socket;
     if (out !== undefined && !socket.destroyed) {
-      if (out.length === 1) socket.write(out[0]!);
+      const written = this.#controlWritten();
+      if (out.length === 1) socket.write(out[0]!, written);
       else {
         let total = 0;
         for (const b of out) total += b.length;
-        if (total < JOIN_BELOW || total < out.length * SMALL_FRAME) socket.write(Buffer.concat(out, total));
+        if (total < JOIN_BELOW || total < out.length * SMALL_FRAME)
+          socket.write(Buffer.concat(out, total), written);
         else {
           socket.cork();
-          for (const b of out) socket.write(b);
+          const last = out.length - 1;
+          for (let i = 0; i < last; i++) socket.write(out[i]!);
+          socket.write(out[last]!, written);
           socket.uncork();
         }
       }
@@ -155,6 +162,17 @@ export class H2Transport {
       socket.end();
       setTimeout(() => socket.destroy(), 1000).unref();
     }
+  }
+
+  /**
+   * The write callback for a batch with control answers in it: the socket calls it once the batch has
+   * left its buffer (handed to the kernel), and only then do they stop counting against the
+   * connection's `maxQueuedControlFrames`. Batches without any (DATA, HEADERS) need none.
+   */
+  #controlWritten(): (() => void) | undefined {
+    const n = this.conn.takenControlFrames;
+    if (n === 0) return undefined;
+    return () => this.conn.controlFramesWritten(n);
   }
 
   /** Flushes what is queued and closes the socket (graceful end of the byte stream). */

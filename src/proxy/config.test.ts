@@ -23,6 +23,7 @@ describe("roster lb config", () => {
     );
     assert.equal(c.retryBufferBytes, 262144);
     assert.equal(c.limits.maxConcurrentStreams, 1000);
+    assert.equal(c.limits.sendStallTimeoutMs, 60_000);
     assert.equal(c.exposeBackend, false);
   });
 
@@ -72,6 +73,7 @@ describe("roster lb config", () => {
         "backends: [x:1]\nlimits: { maxConnectionAgeMs: 1.5 }\n",
         /roster\.yaml: limits\.maxConnectionAgeMs: /,
       ],
+      ["backends: [x:1]\nlimits: { sendStallTimeoutMs: -1 }\n", /roster\.yaml: limits\.sendStallTimeoutMs: /],
       [
         "backends: [x:1]\nretry: { idempotentProtos: [no-such-file.proto] }\n",
         /roster\.yaml: retry\.idempotentProtos\[0\]: cannot load .*no-such-file\.proto/,
@@ -86,6 +88,7 @@ describe("roster lb config", () => {
     );
     assert.equal(c.limits.maxConnectionAgeMs, 600_000);
     assert.equal(c.limits.maxConnectionAgeGraceMs, 5000);
+    assert.equal(load("backends: [x:1]\nlimits: { sendStallTimeoutMs: 0 }\n").limits.sendStallTimeoutMs, 0);
     assert.deepEqual(c.limits.keepalive, {
       minPingIntervalMs: 300_000,
       maxPingStrikes: 2,

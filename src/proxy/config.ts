@@ -74,6 +74,7 @@ export const lbConfigSchema = z.strictObject({
       maxConnectionAgeMs: z.number().int().min(0).optional(),
       maxConnectionAgeGraceMs: z.number().int().min(0).optional(),
       idleTimeoutMs: z.number().int().min(0).optional(),
+      sendStallTimeoutMs: z.number().int().min(0).optional(),
       keepalive: z
         .strictObject({
           minPingIntervalMs: z.number().int().min(0).optional(),

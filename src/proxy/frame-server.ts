@@ -21,8 +21,8 @@ const FIRST_BYTES_TIMEOUT_MS = 10_000;
  * what this port speaks.
  *
  * Per connection, here: keepalive enforcement (PingStrikes), liveness pings to quiet clients, the idle
- * timeout, max connection age with grace (graceful double GOAWAY), and the end of the connection once
- * a GOAWAY is out and its calls are done. Per stream: method, content-type and header-size checks, the
+ * timeout, the send-stall sweep (streams whose client opens no window), max connection age with grace
+ * (graceful double GOAWAY), and the end of the connection once a GOAWAY is out and its calls are done. Per stream: method, content-type and header-size checks, the
  * route, then `forwardFrameCall`.
  */
 export async function startFrameProxyServer(o: ProxyServerOptions): Promise<ProxyServer> {
@@ -129,7 +129,9 @@ class FrontConnection {
   readonly #onGone: () => void;
   #closing = false;
   #lastActivity = 0;
-  #idleTimer: NodeJS.Timeout | undefined;
+  /** The connection's clock-driven checks: idle timeout and send-stall sweep (#tick). */
+  #tickTimer: NodeJS.Timeout | undefined;
+  readonly #tickMs: number;
   #ageTimer: NodeJS.Timeout | undefined;
   #pingTimer: NodeJS.Timeout | undefined;
   #pingDeadline: NodeJS.Timeout | undefined;
@@ -146,6 +148,12 @@ class FrontConnection {
     this.#o = o;
     this.#onGone = onGone;
     this.#strikes = new PingStrikes(limits.keepalive);
+    this.#tickMs = Math.min(
+      limits.idleTimeoutMs > 0 ? limits.idleTimeoutMs : Number.POSITIVE_INFINITY,
+      limits.sendStallTimeoutMs > 0
+        ? Math.max(Math.ceil(limits.sendStallTimeoutMs / 4), 1)
+        : Number.POSITIVE_INFINITY,
+    );
     this.#transport = new H2Transport(
       socket,
       { role: "server", settings, clock: systemClock },
@@ -196,7 +204,7 @@ class FrontConnection {
       this.#ageTimer = setTimeout(() => this.shutdown(), age);
       this.#ageTimer.unref();
     }
-    if (limits.idleTimeoutMs > 0) this.#armIdle(limits.idleTimeoutMs);
+    if (Number.isFinite(this.#tickMs)) this.#armTick(this.#tickMs);
     this.#scheduleLiveness();
     this.#transport.start(head);
   }
@@ -271,24 +279,46 @@ class FrontConnection {
     this.#pingTimer.unref();
   }
 
-  #armIdle(ms: number): void {
-    this.#idleTimer = setTimeout(() => {
-      if (this.#transport.closed) return;
-      const conn = this.#transport.conn;
-      const quietFor = systemClock.now() - this.#lastActivity;
-      if (conn.activeStreams > 0 || quietFor < ms) {
-        // A quiet long call is not an idle connection; activity since: wait the rest.
-        this.#armIdle(conn.activeStreams > 0 ? ms : Math.max(ms - quietFor, 1));
+  #armTick(ms: number): void {
+    this.#tickTimer = setTimeout(() => this.#tick(), ms);
+    this.#tickTimer.unref();
+  }
+
+  /**
+   * One timer per connection for the checks judged on a clock, not one per stream: every `#tickMs`
+   * (a quarter of `sendStallTimeoutMs`, or `idleTimeoutMs` if shorter) the streams whose response has
+   * not moved for `sendStallTimeoutMs` are reset (`resetStalledStreams`: their calls cancel the backend
+   * streams), and a connection without calls and quiet for `idleTimeoutMs` is closed (a quiet long call
+   * is not an idle connection).
+   */
+  #tick(): void {
+    if (this.#transport.closed) return;
+    const conn = this.#transport.conn;
+    const limits = this.#limits;
+    const now = systemClock.now();
+    if (limits.sendStallTimeoutMs > 0 && conn.activeStreams > 0) {
+      const reset = conn.resetStalledStreams(now, limits.sendStallTimeoutMs);
+      if (reset > 0)
+        this.#o.onFrontEvent?.("client took no response bytes: its streams were reset (sendStallTimeoutMs)", {
+          streams: reset,
+          sendStallTimeoutMs: limits.sendStallTimeoutMs,
+        });
+    }
+    let next = this.#tickMs;
+    if (limits.idleTimeoutMs > 0 && conn.activeStreams === 0 && !this.#closing) {
+      const quietFor = now - this.#lastActivity;
+      if (quietFor >= limits.idleTimeoutMs) {
+        this.#o.onFrontEvent?.("client connection idle: closed", { idleTimeoutMs: limits.idleTimeoutMs });
+        this.shutdown();
         return;
       }
-      this.#o.onFrontEvent?.("client connection idle: closed", { idleTimeoutMs: ms });
-      this.shutdown();
-    }, ms);
-    this.#idleTimer.unref();
+      next = Math.min(next, limits.idleTimeoutMs - quietFor);
+    }
+    this.#armTick(Math.max(next, 1));
   }
 
   #onClose(): void {
-    clearTimeout(this.#idleTimer);
+    clearTimeout(this.#tickTimer);
     clearTimeout(this.#ageTimer);
     clearTimeout(this.#pingTimer);
     clearTimeout(this.#pingDeadline);

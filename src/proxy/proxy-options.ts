@@ -35,6 +35,13 @@ export interface FrontLimits {
    * `idle_timeout`, default 1 h). 0 = never.
    */
   readonly idleTimeoutMs: number;
+  /**
+   * A stream whose response bytes wait for a window the client does not open (or for a socket it does
+   * not read), with no byte going out for this long, is reset with RST_STREAM CANCEL and its backend
+   * stream cancelled (nginx's `send_timeout`, 60 s; a slow reader that takes some bytes is not
+   * stalled). Judged by a sweep every quarter of it. 0 = never.
+   */
+  readonly sendStallTimeoutMs: number;
 }
 
 export const defaultFrontLimits: FrontLimits = {
@@ -45,6 +52,7 @@ export const defaultFrontLimits: FrontLimits = {
   maxConnectionAgeGraceMs: 30_000,
   keepalive: defaultFrontKeepalive,
   idleTimeoutMs: 60 * 60 * 1000,
+  sendStallTimeoutMs: 60_000,
 };
 
 /** Where a call goes: its cluster's channel and that cluster's forward settings. */

@@ -55,6 +55,8 @@ interface RelayConnection {
   rstToBackend: number;
   /** GOAWAY codes the backend sent to the balancer on this connection. */
   goawaysFromBackend: number[];
+  /** RST_STREAM codes the backend sent to the balancer on this connection. */
+  rstFromBackend: number[];
 }
 
 /**
@@ -69,7 +71,7 @@ async function countingRelay(port: number): Promise<{
   const conns: RelayConnection[] = [];
   const sockets = new Set<net.Socket>();
   const server = net.createServer((inbound) => {
-    const c: RelayConnection = { rstToBackend: 0, goawaysFromBackend: [] };
+    const c: RelayConnection = { rstToBackend: 0, goawaysFromBackend: [], rstFromBackend: [] };
     conns.push(c);
     const outbound = net.connect({ port, host: "127.0.0.1", noDelay: true });
     inbound.setNoDelay(true);
@@ -97,6 +99,7 @@ async function countingRelay(port: number): Promise<{
       inbound.write(chunk);
       down.push(chunk, (type, _flags, _id, payload) => {
         if (type === FrameType.GOAWAY) c.goawaysFromBackend.push(payload.readUInt32BE(4));
+        if (type === FrameType.RST_STREAM) c.rstFromBackend.push(payload.readUInt32BE(0));
       });
     });
     inbound.on("close", () => outbound.destroy());
@@ -156,7 +159,9 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
   const attackers: RawH2[] = [];
   const frontEvents: string[] = [];
 
-  const limits: Partial<FrontLimits> = { maxConcurrentStreams: 100 };
+  // A short send-stall timeout (default 60 s), so the stall tests see it within their few seconds.
+  const SEND_STALL_MS = 1000;
+  const limits: Partial<FrontLimits> = { maxConcurrentStreams: 100, sendStallTimeoutMs: SEND_STALL_MS };
 
   before(async () => {
     backends = await Promise.all([startEchoBackend({ id: "a0" }), startEchoBackend({ id: "a1" })]);
@@ -166,7 +171,8 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
       backends: relays.map((r) => staticEndpoint({ kind: "tcp", host: "127.0.0.1", port: r.port })),
       policy: createDefaultRegistry().resolve("round_robin", {}),
       limits,
-      onFrontEvent: (message) => frontEvents.push(message),
+      onFrontEvent: (message, fields) =>
+        frontEvents.push(typeof fields?.error === "string" ? `${message}: ${fields.error}` : message),
     });
     await waitFor(() => lb.channel.status().every((b) => b.state === "ready"), 5000, "the backends ready");
     victimClient = new EchoClient(lb.server.address);
@@ -381,6 +387,48 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
     a.destroy();
   });
 
+  test("content-length mismatches (a smuggling shape: a short declared length, more bytes behind it): each stream reset PROTOCOL_ERROR by the balancer, the connection stays", async () => {
+    const a = await attacker();
+    const backendRsts = () =>
+      relays
+        .flatMap((r) => r.conns.flatMap((c) => c.rstFromBackend))
+        .filter((x) => x === ErrorCode.PROTOCOL_ERROR).length;
+    const rsts0 = backendRsts();
+    const { result } = await underAttack(async () => {
+      const frames: Buffer[] = [];
+      const body = echoBody("smuggled");
+      for (let i = 0; i < 50; i++) {
+        const id = 1 + 2 * i;
+        // Declares 5 bytes (one empty message) and sends a whole Echo request after them, or declares
+        // more than it sends.
+        const declared = i % 2 === 0 ? "5" : String(body.length + 10);
+        frames.push(
+          a.headersFrame(id, grpcRequestHeaders(undefined, ["content-length", declared])),
+          dataFrame(id, body, true),
+        );
+      }
+      a.send(...frames);
+      const codes = new Set<string>();
+      for (let i = 0; i < 50; i++) codes.add(errorCodeName(await a.rst(1 + 2 * i, 3000)));
+      // The same connection still carries a correct call.
+      a.send(a.echoRequest(101, "after smuggling"));
+      const r = await a.response(101);
+      return {
+        codes: [...codes],
+        status: header(r.trailers, "grpc-status"),
+        answered: a.frames.filter((f) => f.type === FrameType.HEADERS && f.stream < 100).length,
+      };
+    });
+    assert.deepEqual(result.codes, ["PROTOCOL_ERROR"]);
+    assert.equal(result.answered, 0, "a malformed request got a response");
+    // The balancer judged them itself: no backend saw a malformed request to reset (before, each one was
+    // forwarded and the backend's nghttp2 answered RST_STREAM PROTOCOL_ERROR, passed on to the client).
+    assert.equal(backendRsts() - rsts0, 0, "backends reset malformed requests the balancer forwarded");
+    assert.equal(result.status, "0");
+    assert.equal(a.closed, false);
+    a.destroy();
+  });
+
   test("HPACK: a dynamic table size update above our SETTINGS_HEADER_TABLE_SIZE is a COMPRESSION_ERROR, socket closed", async () => {
     const a = await attacker();
     await underAttack(async () => {
@@ -458,17 +506,20 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
     });
   });
 
-  test("SETTINGS flood without reading the ACKs: the balancer stops reading; memory bounded", async () => {
+  test("SETTINGS flood without reading the ACKs: past 1000 ACKs not yet written to the socket, GOAWAY ENHANCE_YOUR_CALM and the socket closed; memory bounded", async () => {
     const a = await attacker();
     a.socket.pause();
+    const events0 = frontEvents.length;
     const { result } = await underAttack(async () => {
       const settings = settingsFrame([[SettingId.MAX_CONCURRENT_STREAMS, 100]]);
       let sent = 0;
       const mem0 = process.memoryUsage();
       let peak = 0;
       let heapPeak = 0;
-      const until = Date.now() + 2500;
-      // Bounded by the clock; our own buffer is kept small (we write only what the kernel takes).
+      const started = Date.now();
+      const until = started + 5000;
+      // Bounded by the clock and the server closing; our own buffer is kept small (we write only
+      // what the kernel takes).
       while (!a.closed && Date.now() < until) {
         if (a.socket.writableLength < 256 * 1024) {
           a.send(...Array.from({ length: 2000 }, () => settings));
@@ -479,14 +530,25 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
         heapPeak = Math.max(heapPeak, m.heapUsed - mem0.heapUsed);
         await new Promise((r) => setTimeout(r, 1));
       }
-      return { sent, peak, heapPeak, closed: a.closed, stuck: a.socket.writableLength };
+      // Closed while we still did not read (noticed by our writes failing: a reset, the GOAWAY unread).
+      const closedWhileNotReading = a.closed;
+      const closedAfter = Date.now() - started;
+      a.socket.resume();
+      return { sent, peak, heapPeak, closedAfter, closedWhileNotReading };
     });
     console.log(
-      `SETTINGS flood: ${result.sent} SETTINGS sent (${(result.sent * 15) / 1e6} MB), ${result.stuck} bytes not taken by the balancer; arrayBuffers peak +${(result.peak / 1e6).toFixed(1)} MB, heap peak +${(result.heapPeak / 1e6).toFixed(1)} MB; connection ${result.closed ? "closed" : "open"}`,
+      `SETTINGS flood: ${result.sent} SETTINGS sent (${(result.sent * 15) / 1e6} MB) ${result.closedWhileNotReading ? `before the close (${result.closedAfter} ms)` : "and still open"}; arrayBuffers peak +${(result.peak / 1e6).toFixed(1)} MB, heap peak +${(result.heapPeak / 1e6).toFixed(1)} MB`,
     );
-    // The ACKs wait in the socket's queue up to maxWriteBufferBytes (4 MB), then reading stops.
+    // The ACKs the kernel took (its socket buffers) are written; past them, 1000 wait in the socket's
+    // own queue and the next one closes the connection (nghttp2's and Envoy's outbound-queue rule).
+    // Before: the balancer stopped reading at 4 MB queued and kept the connection as long as the
+    // attacker liked (the per-turn count of 10,000 was only reached once it read again).
+    assert.ok(result.closedWhileNotReading, "the connection was still open after 5 s of flood");
+    assert.ok(
+      frontEvents.slice(events0).some((e) => /ENHANCE_YOUR_CALM|too many control frames/.test(e)),
+      frontEvents.slice(events0).join("; "),
+    );
     assert.ok(result.peak < 32 * 1024 * 1024, `arrayBuffers grew ${result.peak} bytes`);
-    a.destroy();
   });
 
   test("slow reader that never sends WINDOW_UPDATE: the balancer sends one window and holds a bounded amount", async () => {
@@ -506,7 +568,7 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
       return { data, growth: process.memoryUsage().arrayBuffers - mem0, open: !a.closed };
     });
     console.log(
-      `slow reader (no WINDOW_UPDATE): ${result.data} DATA bytes received, arrayBuffers +${(result.growth / 1e6).toFixed(1)} MB, connection ${result.open ? "still open (no stream timeout)" : "closed"}`,
+      `slow reader (no WINDOW_UPDATE): ${result.data} DATA bytes received, arrayBuffers +${(result.growth / 1e6).toFixed(1)} MB, connection ${result.open ? "still open" : "closed"}`,
     );
     assert.ok(result.data <= 65_535, `${result.data} bytes beyond the window`);
     // A window to the client, HIGH_WATER queued, and the backend stream's window: a few MB at most.
@@ -518,6 +580,58 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
       3000,
       "the backend stream cancelled",
     );
+  });
+
+  test("send stall: streams whose client never opens a window are reset CANCEL after sendStallTimeoutMs, their backend streams cancelled; the connection stays", async () => {
+    // Stream window 0 (SETTINGS) and the connection window left at 65,535: no response DATA can go out.
+    const a = await attacker({ settings: [[SettingId.INITIAL_WINDOW_SIZE, 0]], bigConnectionWindow: false });
+    const active0 = backends.map((b) => b.stats().active);
+    const events0 = frontEvents.length;
+    const streams = Array.from({ length: 20 }, (_, i) => 1 + 2 * i);
+    const { result } = await underAttack(async () => {
+      const started = Date.now();
+      const frames: Buffer[] = [];
+      for (const id of streams)
+        frames.push(
+          a.headersFrame(id, grpcRequestHeaders(echoPath("ServerStream"))),
+          dataFrame(id, streamRequest(200, 65536), true),
+        );
+      a.send(...frames);
+      // The calls reach the backends and stay open there while the client takes nothing.
+      await waitFor(
+        () => backends.reduce((n, b, i) => n + b.stats().active - active0[i]!, 0) >= streams.length,
+        3000,
+        "the attacker's calls open at the backends",
+      );
+      const codes: number[] = [];
+      for (const id of streams) codes.push(await a.rst(id, 3 * SEND_STALL_MS + 2000));
+      const resetAfter = Date.now() - started;
+      // The backend streams were cancelled: nothing is left open for the attacker at the backends.
+      await waitFor(
+        () => backends.every((b, i) => b.stats().active <= active0[i]!),
+        3000,
+        "the backend streams cancelled",
+      );
+      const data = a.frames.filter((f) => f.type === FrameType.DATA).length;
+      return { codes, resetAfter, data };
+    });
+    console.log(
+      `send stall: ${streams.length} streams with window 0 reset after ${result.resetAfter} ms (${result.data} DATA frames sent to the attacker)`,
+    );
+    assert.deepEqual(new Set(result.codes.map(errorCodeName)), new Set(["CANCEL"]));
+    assert.equal(result.data, 0, "no DATA beyond a window of 0");
+    // Timers never fire early: not before the timeout.
+    assert.ok(result.resetAfter >= SEND_STALL_MS, `reset after ${result.resetAfter} ms`);
+    assert.ok(
+      frontEvents.slice(events0).some((e) => /sendStallTimeoutMs/.test(e)),
+      frontEvents.slice(events0).join("; "),
+    );
+    // A stream error only: the connection still serves once the client opens its windows.
+    assert.equal(a.closed, false);
+    a.send(settingsFrame([[SettingId.INITIAL_WINDOW_SIZE, 65_535]]), a.echoRequest(101, "after stall"));
+    const r = await a.response(101);
+    assert.equal(header(r.trailers, "grpc-status"), "0");
+    a.destroy();
   });
 
   test("slow reader with huge windows that stops reading its socket: the balancer's buffers stay bounded", async () => {

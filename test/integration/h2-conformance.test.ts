@@ -491,22 +491,59 @@ describe("RFC 9113 conformance of the balancer's front (raw frames, real grpc-js
     });
   }
 
-  test("§8.1.1 a content-length that does not match the DATA makes the request malformed: reset PROTOCOL_ERROR", async () => {
-    // Today the balancer forwards the request and the backend (nghttp2) resets it; the balancer passes
-    // the reset on. RFC 9113 wants an intermediary not to forward it at all (see the issue 10 report).
+  // §8.1.1 content-length: a request whose DATA does not add up to it is malformed. The balancer resets
+  // it itself (it used to forward it and pass on the backend's reset), so the backend does not run it —
+  // unless bytes already forwarded made a whole message before the excess came (`partly`): those went
+  // on, and the backend's stream is cancelled, as nghttp2 would.
+  const body = echoBody("length");
+  const withLength = (v: string) => grpcRequestHeaders(undefined, ["content-length", v]);
+  const lengthCases: [string, (c: RawH2) => Buffer[], partly?: boolean][] = [
+    ["shorter than the DATA", (c) => [c.headersFrame(1, withLength("3")), dataFrame(1, body, true)]],
+    [
+      "longer than the DATA",
+      (c) => [c.headersFrame(1, withLength(String(body.length + 1))), dataFrame(1, body, true)],
+    ],
+    [
+      "passed by the second DATA frame",
+      (c) => [
+        c.headersFrame(1, withLength(String(body.length))),
+        dataFrame(1, body, false),
+        dataFrame(1, Buffer.from([0]), true),
+      ],
+      true,
+    ],
+    [
+      "not 0 on a request that ends with its HEADERS",
+      (c) => [c.headersFrame(1, withLength("5"), { endStream: true })],
+    ],
+    ["not a number", (c) => [c.headersFrame(1, withLength("five")), dataFrame(1, body, true)]],
+  ];
+  for (const [name, frames, partly] of lengthCases) {
+    test(`§8.1.1 a content-length ${name} makes the request malformed: a stream error PROTOCOL_ERROR, not forwarded`, async () => {
+      const c = await connect();
+      const calls0 = backends.reduce((n, b) => n + b.stats().calls, 0);
+      c.send(...frames(c));
+      const r = await c.response(1);
+      assert.equal(
+        errorCodeName(r.rstCode ?? 0),
+        "PROTOCOL_ERROR",
+        `answered: ${JSON.stringify(r.headers)} ${JSON.stringify(r.trailers)}`,
+      );
+      c.send(c.echoRequest(3, "after length"));
+      assertEchoReply(await c.response(3), "after length");
+      if (!partly)
+        assert.equal(
+          backends.reduce((n, b) => n + b.stats().calls, 0),
+          calls0 + 1,
+          "the malformed request ran at a backend",
+        );
+    });
+  }
+
+  test("§8.1.1 a content-length equal to the DATA is accepted", async () => {
     const c = await connect();
-    c.send(
-      c.headersFrame(1, grpcRequestHeaders(undefined, ["content-length", "3"])),
-      dataFrame(1, echoBody("length"), true),
-    );
-    const r = await c.response(1);
-    assert.equal(
-      errorCodeName(r.rstCode ?? 0),
-      "PROTOCOL_ERROR",
-      `answered: ${JSON.stringify(r.headers)} ${JSON.stringify(r.trailers)}`,
-    );
-    c.send(c.echoRequest(3, "after length"));
-    assertEchoReply(await c.response(3), "after length");
+    c.send(c.headersFrame(1, withLength(String(body.length))), dataFrame(1, body, true));
+    assertEchoReply(await c.response(1), "length");
   });
 
   test("§4.1/§5.5 frames of unknown types and unknown flags are ignored", async () => {
