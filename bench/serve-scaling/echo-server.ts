@@ -1,6 +1,6 @@
-// The example service (examples/echo-service.ts) in a plain grpc-js server: what one `roster serve`
-// worker runs, without roster around it. Used by cluster-entry.ts for the cluster workers and for the
-// direct (single process, no balancer) baseline.
+// The example service (examples/echo-service.ts, its calls counted: counted-service.ts) in a plain
+// grpc-js server: what one `roster serve` worker runs, without roster around it. Used by
+// cluster-entry.ts for the cluster workers and for the direct (single process, no balancer) baseline.
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { loadServiceModule } from "../../src/server/define.ts";

@@ -7,4 +7,5 @@ export type EntryMessage =
   | { type: "failed"; message: string };
 
 /** Nothing is sent to entries: they stop on SIGTERM/SIGINT, or when the IPC channel closes. */
-export const SERVICE_MODULE_RELATIVE = "../../examples/echo-service.ts";
+/** The service module every configuration serves: examples/echo-service.ts, its calls counted. */
+export const SERVICE_MODULE_RELATIVE = "./counted-service.ts";

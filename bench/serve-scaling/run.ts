@@ -2,21 +2,32 @@
 // service, when every call comes over ONE client connection?
 //
 //   node --import tsx bench/serve-scaling/run.ts [--workers-list 1,2,4] [--work-us 1000] [--duration 10]
-//     [--warmup 2] [--runs 3] [--concurrency 32] [--connections 1] [--out FILE.json]
+//     [--warmup 2] [--runs 3] [--concurrency 32] [--connections 1] [--client grpc-js|h2load] [--out FILE.json]
 //
 // Configurations: `direct` (one grpc-js process with the example's handler, no balancer: the
 // baseline), `roster-N` (serve() with N workers: the front balances every call) and `cluster-N` (Node's
 // cluster module, N grpc-js workers on a shared port: it balances connections, not calls). The load is
 // a grpc-js client in this process, closed loop at --concurrency calls in flight over --connections
-// channels. Rounds alternate the configurations; each run has its own warm-up; the table shows medians.
+// channels, or with --client h2load, h2load over --connections HTTP/2 connections (-m concurrency per
+// connection), its successes checked against the calls the workers counted. Rounds alternate the configurations; each run has its own warm-up; the table shows medians.
 // Method: docs/benchmarks.md ("Method"); reading: bench/serve-scaling/README.md.
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError } from "commander";
 import { connectEcho, drive, type Echo, PAYLOAD, type Window } from "./client.ts";
+import { COUNT_DIR_ENV, type ServedCounts } from "./counted-service.ts";
+import {
+  checkVerbose,
+  echoRequestFrame,
+  H2LOAD,
+  h2loadAvailable,
+  killRunningH2load,
+  readLatencies,
+  runH2load,
+} from "./h2load.ts";
 import {
   type CpuTimes,
   childrenOf,
@@ -48,8 +59,12 @@ interface Options {
   maxOther: number;
   waitQuiet: number;
   retries: number;
+  client: ClientKind;
   out: string | undefined;
 }
+
+type ClientKind = "grpc-js" | "h2load";
+const CLIENTS: readonly ClientKind[] = ["grpc-js", "h2load"];
 
 type Kind = "direct" | "roster" | "cluster";
 const KINDS: readonly Kind[] = ["direct", "roster", "cluster"];
@@ -207,9 +222,25 @@ function parseOptions(argv: readonly string[]): Options {
       intOption("--wait-quiet", 0, 3600),
       0,
     )
+    .option(
+      "--client <kind>",
+      `load generator: grpc-js (in this process) or h2load (${H2LOAD}, -c connections -m concurrency/connections)`,
+      (raw: string) => {
+        if (!(CLIENTS as readonly string[]).includes(raw)) {
+          throw new InvalidArgumentError(`--client: unknown "${raw}" (known: ${CLIENTS.join(", ")})`);
+        }
+        return raw as ClientKind;
+      },
+      "grpc-js" as ClientKind,
+    )
     .option("--out <file>", "also write every run, the medians and the table as JSON")
     .parse(argv, { from: "user" });
   const o = program.opts<Omit<Options, "out"> & { out?: string }>();
+  if (o.client === "h2load" && o.concurrency % o.connections !== 0) {
+    program.error(
+      `--client h2load: --concurrency (${o.concurrency}) must be a multiple of --connections (${o.connections})`,
+    );
+  }
   return { ...o, out: o.out };
 }
 
@@ -284,8 +315,11 @@ function startConfig(config: Config, o: Options): Promise<Started> {
   });
 }
 
+/** Where the workers write their served counts (counted-service.ts); removed at the end. */
+const countDir = mkdtempSync(path.join(os.tmpdir(), "serve-scaling-"));
+
 function childEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, ROSTER_LOG_LEVEL: "warn" };
+  const env: NodeJS.ProcessEnv = { ...process.env, ROSTER_LOG_LEVEL: "warn", [COUNT_DIR_ENV]: countDir };
   delete env.ROSTER_WORKER_ID; // served_by must come from each entry, not from our environment
   return env;
 }
@@ -443,6 +477,194 @@ async function check(s: Started): Promise<void> {
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// --client h2load
+
+/** How long the workers' counts must stay unchanged to be read as final (they are written every 100 ms). */
+const SETTLE_MS = 250;
+const SETTLE_TRIES = 40;
+
+function readServed(s: Started): ServedCounts[] {
+  return s.workerPids.map((pid) => {
+    const file = path.join(countDir, `${pid}.json`);
+    for (let i = 0; i < 5; i++) {
+      try {
+        return JSON.parse(readFileSync(file, "utf8")) as ServedCounts;
+      } catch {
+        // renamed into place meanwhile: read again
+      }
+    }
+    throw new Error(`${s.config.name}: no served count from worker pid ${pid} (${file})`);
+  });
+}
+
+/** The workers' counts once they stop changing (calls cut off when h2load stopped may still end). */
+async function settledServed(s: Started): Promise<ServedCounts[]> {
+  let last = readServed(s);
+  for (let i = 0; i < SETTLE_TRIES; i++) {
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    const now = readServed(s);
+    if (now.every((c, j) => c.calls === last[j]?.calls)) return now;
+    last = now;
+  }
+  throw new Error(`${s.config.name}: the workers' served counts kept changing after h2load ended`);
+}
+
+interface ServedDelta {
+  calls: number;
+  byWorker: Record<string, number>;
+  /** The served requests carried the work_us and payload of the request file. */
+  requestsAsSent: boolean;
+}
+
+function servedDelta(
+  before: readonly ServedCounts[],
+  after: readonly ServedCounts[],
+  o: Options,
+): ServedDelta {
+  const byWorker: Record<string, number> = {};
+  let calls = 0;
+  let workUs = 0;
+  let bytes = 0;
+  after.forEach((a, i) => {
+    const b = before[i];
+    const n = a.calls - (b?.calls ?? 0);
+    byWorker[a.servedBy] = (byWorker[a.servedBy] ?? 0) + n;
+    calls += n;
+    workUs += a.workUs - (b?.workUs ?? 0);
+    bytes += a.payloadBytes - (b?.payloadBytes ?? 0);
+  });
+  return { calls, byWorker, requestsAsSent: workUs === calls * o.workUs && bytes === calls * PAYLOAD.length };
+}
+
+interface H2loadContext {
+  requestFile: string;
+}
+
+/**
+ * Before a configuration is measured with h2load: 20 calls sent by h2load (one at a time, -v) must
+ * all be HTTP 200 without a trailers-only (error) answer, and the workers must have served exactly 20
+ * calls carrying the request file's work_us and payload.
+ */
+async function checkH2load(s: Started, o: Options, h: H2loadContext): Promise<void> {
+  const calls = 20;
+  const before = await settledServed(s);
+  const load = await runH2load({
+    port: s.port,
+    requestFile: h.requestFile,
+    connections: 1,
+    streams: 1,
+    requests: calls,
+    verbose: true,
+  });
+  const seen = checkVerbose(load.output);
+  const served = servedDelta(before, await settledServed(s), o);
+  const problems: string[] = [];
+  if (load.succeeded !== calls) problems.push(`h2load: ${load.succeeded} of ${calls} succeeded`);
+  if (seen.ok !== calls) problems.push(`${seen.ok} of ${calls} responses with :status 200`);
+  if (seen.otherStatuses.length > 0) problems.push(`:status ${seen.otherStatuses.join(", ")}`);
+  if (seen.trailersOnly.length > 0) problems.push(`trailers-only answers (${seen.trailersOnly[0]})`);
+  if (served.calls !== calls) problems.push(`the workers served ${served.calls} of ${calls} calls`);
+  if (!served.requestsAsSent) problems.push("the workers decoded another work_us or payload than sent");
+  if (problems.length > 0) throw new Error(`h2load check: ${problems.join("; ")}`);
+}
+
+async function measureH2load(
+  s: Started,
+  o: Options,
+  round: number,
+  attempt: number,
+  hz: number,
+  h: H2loadContext,
+): Promise<RunRecord> {
+  // One grpc-js call first: h2load cannot see grpc-status, this call can (OK, payload echoed).
+  const probe = connectEcho(s.port);
+  try {
+    const reply = await probe.call(o.workUs);
+    if (!PAYLOAD.equals(reply.payload)) throw new Error(`${s.config.name}: payload not echoed`);
+  } finally {
+    probe.close();
+  }
+  const spec = {
+    port: s.port,
+    requestFile: h.requestFile,
+    connections: o.connections,
+    streams: o.concurrency / o.connections,
+  };
+  if (o.warmup > 0) await runH2load({ ...spec, durationS: o.warmup });
+  const servedBefore = await settledServed(s);
+  const logFile = path.join(countDir, `h2load-${s.config.name}-${round}-${attempt}.log`);
+  let connections = 0;
+  const probeTimer = setTimeout(
+    () => {
+      connections = establishedOnPort(s.port);
+    },
+    Math.min(1000, o.duration * 500),
+  );
+  const b = snapshot(s);
+  const t0 = performance.now();
+  let load: Awaited<ReturnType<typeof runH2load>>;
+  try {
+    load = await runH2load({ ...spec, durationS: o.duration, logFile });
+  } finally {
+    clearTimeout(probeTimer);
+  }
+  const wallS = (performance.now() - t0) / 1000;
+  const a = snapshot(s);
+  if (a.missing.length > 0) {
+    throw new Error(`${s.config.name}: worker process(es) ${a.missing.join(", ")} gone during the run`);
+  }
+  const served = servedDelta(servedBefore, await settledServed(s), o);
+  const latencies = readLatencies(logFile);
+  const calls = load.succeeded;
+  // Every success must have been served by a worker (h2load counts any HTTP 200, a fast UNAVAILABLE
+  // too). Calls cut off when h2load stopped may be served without being counted: at most one per stream.
+  const slack = o.concurrency + Math.ceil(calls * 0.001);
+  if (calls === 0 || served.calls < calls || served.calls > calls + slack) {
+    throw new Error(
+      `${s.config.name}: h2load counted ${calls} successes (${load.failed} failed, ${load.errored} errored) ` +
+        `but the workers served ${served.calls} calls`,
+    );
+  }
+  const cores = (ticks: number) => ticks / hz / wallS;
+  const frontCores = a.front !== undefined && b.front !== undefined ? cores(a.front - b.front) : null;
+  const workerCores = a.workers.map((t, i) => cores(t - (b.workers[i] ?? 0)));
+  const workersTotal = workerCores.reduce((x, y) => x + y, 0);
+  const clientCores = load.cpuS / wallS;
+  const selfCores = (a.client.user + a.client.system - b.client.user - b.client.system) / 1e6 / wallS;
+  const busyCores = cores(a.system.busy - b.system.busy);
+  const otherCores = Math.max(0, busyCores - workersTotal - (frontCores ?? 0) - clientCores - selfCores);
+  const perCall = (c: number) => (calls > 0 ? (c * wallS * 1e6) / calls : Number.NaN);
+  const errors = load.failed + load.errored + load.timeout;
+  return {
+    config: s.config.name,
+    round,
+    attempt,
+    elapsedS: o.duration,
+    calls,
+    errors,
+    firstError:
+      errors > 0
+        ? `h2load: ${load.failed} failed, ${load.errored} errored, ${load.timeout} timeout`
+        : undefined,
+    badPayloads: served.requestsAsSent ? 0 : served.calls,
+    callsPerS: calls / o.duration,
+    p50Ms: latencies.p50Ms,
+    p99Ms: latencies.p99Ms,
+    servedBy: served.byWorker,
+    frontCores,
+    workerCores,
+    clientCores,
+    otherCores,
+    stealCores: cores(a.system.steal - b.system.steal),
+    frontUsPerCall: frontCores === null ? null : perCall(frontCores),
+    workersUsPerCall: perCall(workersTotal),
+    clientUsPerCall: perCall(clientCores),
+    connections,
+    noisy: otherCores > o.maxOther,
+  };
+}
+
 /**
  * Waits (up to --wait-quiet seconds, in 1 s samples of /proc/stat) until the machine is quiet: our
  * processes are idle between runs, so what is busy is someone else's. Bounded; never fails.
@@ -561,14 +783,20 @@ function markdown(summaries: readonly Summary[], o: Options): string {
     );
   }
   const conns = summaries.map((s) => s.median?.connections).filter((x): x is number => x !== undefined);
+  const plural = o.connections > 1 ? "s" : "";
+  const client =
+    o.client === "h2load"
+      ? `h2load connection${plural} (-c ${o.connections} -m ${o.concurrency / o.connections}; each run's successes checked against the calls the workers served)`
+      : `grpc-js channel${plural}`;
   lines.push(
     "",
     `Handler: ${o.workUs} µs of busy CPU per call; ${o.concurrency} calls in flight over ${o.connections} ` +
-      `grpc-js channel${o.connections > 1 ? "s" : ""} (connections seen on the server port: ${[...new Set(conns)].join("/") || "—"}); ` +
+      `${client} (connections seen on the server port: ${[...new Set(conns)].join("/") || "—"}); ` +
       `${o.runs} run${o.runs > 1 ? "s" : ""} × ${o.duration} s, each after ${o.warmup} s of warm-up; medians over ` +
       `the quiet runs (processes not ours used ≤ ${o.maxOther} cores), or over all runs when none was quiet; ` +
       `the busiest-worker column lists every run. ` +
-      `CPU in cores (1.00 = one core busy for the whole window) and µs per call; "front" is the roster ` +
+      `CPU in cores (1.00 = one core busy for the whole window) and µs per call; "client" is ` +
+      `${o.client === "h2load" ? "h2load" : "this process (the grpc-js client)"}; "front" is the roster ` +
       `supervisor (front + supervision${o.bareFront ? ", no metrics hooks" : ", with the CLI's metrics hooks"}) or the cluster primary.`,
   );
   return lines.join("\n");
@@ -598,6 +826,13 @@ async function main(): Promise<void> {
   const configs = configsFor(o);
   if (configs.length === 0) throw new Error("nothing to run (see --kinds, --workers-list)");
   const hz = clockTicksPerSecond();
+  let h2load: H2loadContext | undefined;
+  if (o.client === "h2load") {
+    if (!h2loadAvailable()) throw new Error(`--client h2load: no ${H2LOAD} (apt-get install nghttp2-client)`);
+    const requestFile = path.join(countDir, "request.bin");
+    writeFileSync(requestFile, echoRequestFrame(PAYLOAD, o.workUs));
+    h2load = { requestFile };
+  }
   const before = machine();
   const perRun = o.warmup + o.duration + 0.5;
   console.error(
@@ -619,6 +854,7 @@ async function main(): Promise<void> {
     try {
       const st = await startConfig(s.config, o);
       await check(st);
+      if (h2load !== undefined) await checkH2load(st, o, h2load);
       started.set(s.config.name, st);
       console.error(
         `  ${s.config.name}: port ${st.port}, front pid ${st.pid}, worker pids ${st.workerPids.join(" ")}`,
@@ -642,7 +878,10 @@ async function main(): Promise<void> {
       for (let attempt = 0; attempt <= o.retries && !interrupted; attempt++) {
         let record: RunRecord;
         try {
-          record = await measure(st, o, round + 1, attempt + 1, hz);
+          record =
+            h2load === undefined
+              ? await measure(st, o, round + 1, attempt + 1, hz)
+              : await measureH2load(st, o, round + 1, attempt + 1, hz, h2load);
         } catch (err) {
           s.available = false;
           s.reason = (err as Error).message;
@@ -695,7 +934,11 @@ const onSignal = (signal: NodeJS.Signals) => {
 };
 process.on("SIGINT", onSignal);
 process.on("SIGTERM", onSignal);
-process.on("exit", () => tracked.killAllSync());
+process.on("exit", () => {
+  killRunningH2load();
+  tracked.killAllSync();
+  rmSync(countDir, { recursive: true, force: true });
+});
 
 try {
   await main();
