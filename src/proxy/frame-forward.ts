@@ -142,7 +142,12 @@ class FrameCall implements StreamOwner, PickContext {
       }
       headers.push(CLASS_HEADER, value);
     }
-    this.#pickAndStart();
+    deferStart(this);
+  }
+
+  /** Runs the deferred first pick (`deferStart`), unless the client has already reset the call. */
+  startNow(): void {
+    if (this.#phase.kind === "waiting") this.#pickAndStart();
   }
 
   // --- picking --------------------------------------------------------------------------------
@@ -576,6 +581,26 @@ class FrameCall implements StreamOwner, PickContext {
       this.#o.classify === undefined ? undefined : headerOf(this.#headers, CLASS_HEADER),
     );
   }
+}
+
+/**
+ * New calls pick and open their backend stream once the bytes read with them have all been handled
+ * (a microtask: after the socket's data callback, before any other I/O), not while their HEADERS
+ * frame is parsed. A client that opens a stream and resets it in the same read — rapid reset,
+ * CVE-2023-44487, sends HEADERS and RST_STREAM together — then costs no backend stream at all; other
+ * calls start no later than before (one batch per read, no timer).
+ */
+let pendingStarts: FrameCall[] = [];
+
+function deferStart(call: FrameCall): void {
+  if (pendingStarts.length === 0) queueMicrotask(runPendingStarts);
+  pendingStarts.push(call);
+}
+
+function runPendingStarts(): void {
+  const calls = pendingStarts;
+  pendingStarts = [];
+  for (const call of calls) call.startNow();
 }
 
 /** Whether held response bytes go past the first gRPC message (5-byte prefix: flag, length). */

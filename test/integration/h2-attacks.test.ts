@@ -263,6 +263,35 @@ describe("HTTP/2 attacks on the balancer's front, with a victim calling through 
     assert.deepEqual(backendGoaways.filter((c) => c !== ErrorCode.NO_ERROR).map(errorCodeName), []);
   });
 
+  test("a stream opened and reset in the same read never reaches a backend (no backend stream, no RST_STREAM to it)", async () => {
+    const calls0 = backends.map((b) => b.stats().calls);
+    const rsts0 = relays.flatMap((r) => r.conns.map((c) => c.rstToBackend)).reduce((x, y) => x + y, 0);
+    const a = await attacker();
+    // 60 streams (under the premature-reset rule's minimum of 100: the connection stays), each
+    // HEADERS + DATA + RST_STREAM in one write of its own.
+    for (let i = 0; i < 60; i++) {
+      const id = 1 + 2 * i;
+      a.send(
+        a.headersFrame(id, grpcRequestHeaders(), { endStream: false }),
+        dataFrame(id, echoBody("z"), true),
+        rstStreamFrame(id, ErrorCode.CANCEL),
+      );
+    }
+    // A complete call after them on the same connection: once it is answered, the balancer has
+    // handled every frame before it.
+    a.send(
+      a.headersFrame(121, grpcRequestHeaders(), { endStream: false }),
+      dataFrame(121, echoBody("ok"), true),
+    );
+    const r = await a.response(121, 5000);
+    const trailers = r.trailers ?? [];
+    assert.equal(trailers[trailers.indexOf("grpc-status") + 1], "0", JSON.stringify(r));
+    const seen = backends.map((b, i) => b.stats().calls - calls0[i]!).reduce((x, y) => x + y, 0);
+    const rsts = relays.flatMap((r) => r.conns.map((c) => c.rstToBackend)).reduce((x, y) => x + y, 0) - rsts0;
+    assert.equal(seen, 1, "only the complete call reached a backend");
+    assert.equal(rsts, 0, "no RST_STREAM went to a backend");
+  });
+
   test("rapid reset under the ratio rule (every other stream reset): the connection stays, the backends' connections are still protected", async () => {
     const conns0 = relays.map((r) => r.conns.length);
     const a = await attacker();
