@@ -26,6 +26,8 @@ function run(steps: Step[], maxConcurrent = 2, maxQueue = 2, maxQueueWaitMs = 10
         return `cancel ${l.cancel(s[1])}`;
       case "expire":
         return l.expire(s[1], s[2]) === undefined ? "expire: no" : "expire: yes";
+      default:
+        throw new Error("unknown step");
     }
   });
 }
@@ -99,7 +101,15 @@ describe("ConcurrencyLimiter", () => {
         ["cancel", "c"],
         ["release", 1],
       ]),
-      ["run", "run", "reject", "queued until 100", "cancel true", "cancel false", "release → free (1 in flight, 0 queued)"],
+      [
+        "run",
+        "run",
+        "reject",
+        "queued until 100",
+        "cancel true",
+        "cancel false",
+        "release → free (1 in flight, 0 queued)",
+      ],
     );
   });
 
@@ -124,7 +134,10 @@ describe("ConcurrencyLimiter", () => {
     const q = new ConcurrencyLimiter<string>({ maxConcurrent: 1, maxQueue: 1, maxQueueWaitMs: 50 });
     q.admit("a", 0, Infinity);
     q.admit("b", 10, Infinity);
-    assert.match(q.expire("b", 60) ?? "", /waited 50 ms for one of 1 call slots and the queue wait limit \(50 ms\)/);
+    assert.match(
+      q.expire("b", 60) ?? "",
+      /waited 50 ms for one of 1 call slots and the queue wait limit \(50 ms\)/,
+    );
   });
 
   it("keeps its counts consistent under a seeded random workload", () => {

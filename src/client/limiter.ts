@@ -34,7 +34,8 @@ export function validateLimiterConfig(c: LimiterConfig, field = "limiter"): Limi
     throw new RangeError(`${field}.maxConcurrent: must be an integer ≥ 1, got ${c.maxConcurrent}`);
   if (!Number.isInteger(c.maxQueue) || c.maxQueue < 0)
     throw new RangeError(`${field}.maxQueue: must be an integer ≥ 0, got ${c.maxQueue}`);
-  if (!(c.maxQueueWaitMs >= 0)) throw new RangeError(`${field}.maxQueueWaitMs: must be ≥ 0, got ${c.maxQueueWaitMs}`);
+  if (!(c.maxQueueWaitMs >= 0))
+    throw new RangeError(`${field}.maxQueueWaitMs: must be ≥ 0, got ${c.maxQueueWaitMs}`);
   return c;
 }
 

@@ -46,7 +46,13 @@ describe("PoolSizer", () => {
     assert.equal(s.decide(0, 0, 0, 0), "grow");
     assert.equal(s.decide(1, 0, 0, 0), "grow");
     assert.equal(s.decide(2, 9, 5, 0), "keep");
-    assert.throws(() => new PoolSizer({ min: 2, max: 1, streamsPerChannel: 1, idleMs: 0 }), /pool\.max: must be/);
-    assert.throws(() => new PoolSizer({ min: 0, max: 1, streamsPerChannel: 1, idleMs: 0 }), /pool\.min: must be/);
+    assert.throws(
+      () => new PoolSizer({ min: 2, max: 1, streamsPerChannel: 1, idleMs: 0 }),
+      /pool\.max: must be/,
+    );
+    assert.throws(
+      () => new PoolSizer({ min: 0, max: 1, streamsPerChannel: 1, idleMs: 0 }),
+      /pool\.min: must be/,
+    );
   });
 });

@@ -20,7 +20,8 @@ export interface PoolSizingConfig {
 export type SizingDecision = "grow" | "shrink" | "keep";
 
 export function validatePoolSizing(c: PoolSizingConfig, field = "pool"): PoolSizingConfig {
-  if (!Number.isInteger(c.min) || c.min < 1) throw new RangeError(`${field}.min: must be an integer ≥ 1, got ${c.min}`);
+  if (!Number.isInteger(c.min) || c.min < 1)
+    throw new RangeError(`${field}.min: must be an integer ≥ 1, got ${c.min}`);
   if (!Number.isInteger(c.max) || c.max < c.min)
     throw new RangeError(`${field}.max: must be an integer ≥ min (${c.min}), got ${c.max}`);
   if (!Number.isInteger(c.streamsPerChannel) || c.streamsPerChannel < 1)
