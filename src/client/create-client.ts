@@ -119,6 +119,8 @@ export interface FromDefinition<S> extends Common {
   definition: S;
 }
 
+const noop = () => {};
+
 const CONTROL_KEYS = new Set(["close", "stats", "methods", "preset"]);
 
 export function createClient<S = UntypedService>(options: FromProto | FromDefinition<S>): RosterClient<S> {
@@ -182,10 +184,10 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
   };
 
   const onAbort = (signal: AbortSignal | undefined, cancel: () => void): (() => void) => {
-    if (signal === undefined) return () => {};
+    if (signal === undefined) return noop;
     if (signal.aborted) {
       queueMicrotask(cancel);
-      return () => {};
+      return noop;
     }
     signal.addEventListener("abort", cancel, { once: true });
     return () => signal.removeEventListener("abort", cancel);
@@ -206,6 +208,7 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
           return hedgedUnary(m, hedging, delay, request, metadata, callOptions(o, deadline), o?.signal);
         }
         return new Promise((resolve, reject) => {
+          let off = noop;
           const call = pool
             .pick()
             .client.makeUnaryRequest(
@@ -221,7 +224,7 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
                 else resolve(res);
               },
             );
-          const off = onAbort(o?.signal, () => call.cancel());
+          off = onAbort(o?.signal, () => call.cancel());
         });
       };
     } else if (!m.requestStream) {
@@ -244,6 +247,7 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
       client[m.key] = (o?: CallOptions) => {
         let stream: grpc.ClientWritableStream<unknown> | undefined;
         const response = new Promise((resolve, reject) => {
+          let off = noop;
           stream = pool
             .pick()
             .client.makeClientStreamRequest(
@@ -259,7 +263,7 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
               },
             );
           const s = stream;
-          const off = onAbort(o?.signal, () => s.cancel());
+          off = onAbort(o?.signal, () => s.cancel());
         });
         return { stream: stream!, response };
       };

@@ -54,7 +54,9 @@ export function createClientLimiter(config: LimiterConfig): ClientLimiter {
       if (timer !== undefined) clearTimeout(timer);
       // The channel call never started: cancelling it only ends it inside grpc-js (no listener).
       inner.cancelWithStatus(code, details);
-      outer?.onReceiveStatus({ code, details, metadata: new grpc.Metadata() });
+      // Never synchronously inside start or cancel: grpc-js itself reports statuses on a later tick.
+      const listener = outer;
+      process.nextTick(() => listener?.onReceiveStatus({ code, details, metadata: new grpc.Metadata() }));
     };
 
     const requester: grpc.Requester = {
