@@ -3,7 +3,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { RetryThrottle } from "../core/retry-throttle.ts";
 import { ChannelPool, type PoolStats } from "./channel-pool.ts";
 import { HedgeDelay } from "./hedge-delay.ts";
-import { createClientLimiter, type NoQueueOption } from "./limiter-interceptor.ts";
+import { createClientLimiter, type LimiterCallOptions } from "./limiter-interceptor.ts";
 import { type ClientPreset, type HedgingSettings, inRegion } from "./presets.ts";
 import { buildServiceConfig, type MethodInfo, type MethodMarks, methodsOf } from "./service-config.ts";
 
@@ -74,7 +74,8 @@ export interface ClientStats {
   /** Calls holding a limiter slot, and calls waiting for one. */
   running: number;
   queued: number;
-  hedges: { sent: number; won: number; skippedByBudget: number };
+  /** Hedges sent, won (answered first), and not sent: budget spent, or no free limiter slot. */
+  hedges: { sent: number; won: number; skippedByBudget: number; skippedNoSlot: number };
   budgetTokens: number;
 }
 
@@ -146,9 +147,10 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
     budget: preset.budget,
   });
   const limiter = createClientLimiter(preset.limiter);
+  const credentials = options.credentials ?? grpc.credentials.createInsecure();
   const pool = new ChannelPool({
     target: options.target,
-    credentials: options.credentials ?? grpc.credentials.createInsecure(),
+    credentials,
     channelOptions: {
       ...options.channelOptions,
       "grpc.keepalive_time_ms": preset.keepalive.timeMs,
@@ -159,11 +161,15 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
       // Ours is the service config: a DNS TXT record does not replace the retry policy.
       "grpc.service_config_disable_resolution": 1,
     },
-    interceptors: [limiter.interceptor],
     sizing: preset.pool,
   });
+  // One grpc-js client over the whole pool: the limiter runs before a call picks its channel.
+  const rpc = new grpc.Client(options.target, credentials, {
+    channelOverride: pool.channel,
+    interceptors: [limiter.interceptor],
+  });
   const budget = new RetryThrottle(preset.budget);
-  const hedgeStats = { sent: 0, won: 0, skippedByBudget: 0 };
+  const hedgeStats = { sent: 0, won: 0, skippedByBudget: 0, skippedNoSlot: 0 };
   const retryable = new Set(
     (preset.retry === false ? ["UNAVAILABLE"] : preset.retry.retryableStatusCodes).map(
       (name) => grpc.status[name as keyof typeof grpc.status],
@@ -209,36 +215,32 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
         }
         return new Promise((resolve, reject) => {
           let off = noop;
-          const call = pool
-            .pick()
-            .client.makeUnaryRequest(
-              m.path,
-              ser,
-              de,
-              request,
-              metadata,
-              callOptions(o, deadline),
-              (err, res) => {
-                off();
-                if (err) reject(err);
-                else resolve(res);
-              },
-            );
+          const call = rpc.makeUnaryRequest(
+            m.path,
+            ser,
+            de,
+            request,
+            metadata,
+            callOptions(o, deadline),
+            (err, res) => {
+              off();
+              if (err) reject(err);
+              else resolve(res);
+            },
+          );
           off = onAbort(o?.signal, () => call.cancel());
         });
       };
     } else if (!m.requestStream) {
       client[m.key] = (request: unknown, o?: CallOptions) => {
-        const call = pool
-          .pick()
-          .client.makeServerStreamRequest(
-            m.path,
-            ser,
-            de,
-            request,
-            o?.metadata ?? new grpc.Metadata(),
-            callOptions(o, deadlineOf(o)),
-          );
+        const call = rpc.makeServerStreamRequest(
+          m.path,
+          ser,
+          de,
+          request,
+          o?.metadata ?? new grpc.Metadata(),
+          callOptions(o, deadlineOf(o)),
+        );
         const off = onAbort(o?.signal, () => call.cancel());
         call.once("status", off);
         return call;
@@ -248,20 +250,18 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
         let stream: grpc.ClientWritableStream<unknown> | undefined;
         const response = new Promise((resolve, reject) => {
           let off = noop;
-          stream = pool
-            .pick()
-            .client.makeClientStreamRequest(
-              m.path,
-              ser,
-              de,
-              o?.metadata ?? new grpc.Metadata(),
-              callOptions(o, deadlineOf(o)),
-              (err, res) => {
-                off();
-                if (err) reject(err);
-                else resolve(res);
-              },
-            );
+          stream = rpc.makeClientStreamRequest(
+            m.path,
+            ser,
+            de,
+            o?.metadata ?? new grpc.Metadata(),
+            callOptions(o, deadlineOf(o)),
+            (err, res) => {
+              off();
+              if (err) reject(err);
+              else resolve(res);
+            },
+          );
           const s = stream;
           off = onAbort(o?.signal, () => s.cancel());
         });
@@ -269,15 +269,13 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
       };
     } else {
       client[m.key] = (o?: CallOptions) => {
-        const call = pool
-          .pick()
-          .client.makeBidiStreamRequest(
-            m.path,
-            ser,
-            de,
-            o?.metadata ?? new grpc.Metadata(),
-            callOptions(o, deadlineOf(o)),
-          );
+        const call = rpc.makeBidiStreamRequest(
+          m.path,
+          ser,
+          de,
+          o?.metadata ?? new grpc.Metadata(),
+          callOptions(o, deadlineOf(o)),
+        );
         const off = onAbort(o?.signal, () => call.cancel());
         call.once("status", off);
         return call;
@@ -314,33 +312,40 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
         done();
       };
       const attempt = (hedge: boolean) => {
-        const started = performance.now();
+        // Timed from when the attempt leaves the limiter's queue: waiting there is not the server's
+        // latency, and a hedge of a call that has not been sent would only add to the queue.
+        let started = Number.NaN;
         running++;
-        const opts: grpc.CallOptions & NoQueueOption = hedge ? { ...base, rosterNoQueue: true } : base;
-        const call: grpc.ClientUnaryCall = pool
-          .pick()
-          .client.makeUnaryRequest(
-            m.path,
-            m.definition.requestSerialize,
-            m.definition.responseDeserialize,
-            request,
-            hedge ? metadata.clone() : metadata,
-            opts,
-            (err, res) => {
-              running--;
-              if (settled) return; // a loser, cancelled
-              if (!err) {
-                delay.record(performance.now() - started);
-                budget.record(false);
-                if (hedge) hedgeStats.won++;
-                settle(call, () => resolve(res));
-                return;
-              }
-              budget.record(retryable.has(err.code));
-              if (running > 0) return; // another attempt may still answer
-              settle(undefined, () => reject(err));
-            },
-          );
+        const opts: grpc.CallOptions & LimiterCallOptions = {
+          ...base,
+          rosterOnStart: () => {
+            started = performance.now();
+            if (!hedge && !settled) scheduleHedge();
+          },
+        };
+        if (hedge) opts.rosterNoQueue = true;
+        const call: grpc.ClientUnaryCall = rpc.makeUnaryRequest(
+          m.path,
+          m.definition.requestSerialize,
+          m.definition.responseDeserialize,
+          request,
+          hedge ? metadata.clone() : metadata,
+          opts,
+          (err, res) => {
+            running--;
+            if (settled) return; // a loser, cancelled
+            if (!err) {
+              delay.record(performance.now() - started);
+              budget.record(false);
+              if (hedge) hedgeStats.won++;
+              settle(call, () => resolve(res));
+              return;
+            }
+            budget.record(retryable.has(err.code));
+            if (running > 0) return; // another attempt may still answer
+            settle(undefined, () => reject(err));
+          },
+        );
         calls.push(call);
       };
       const scheduleHedge = () => {
@@ -354,7 +359,10 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
             hedgeStats.skippedByBudget++;
             return;
           }
-          if (limiter.limiter.available === 0) return;
+          if (limiter.limiter.available === 0) {
+            hedgeStats.skippedNoSlot++;
+            return;
+          }
           budget.record(true); // a hedge spends a token as a retry does (gRFC A6 counts hedges too)
           hedgeStats.sent++;
           attempt(true);
@@ -365,7 +373,6 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
         if (!settled) for (const c of calls) c.cancel();
       });
       attempt(false);
-      if (!settled) scheduleHedge();
     });
   }
 

@@ -9,7 +9,9 @@ import { ConcurrencyLimiter, type LimiterConfig } from "./limiter.ts";
  * RESOURCE_EXHAUSTED and the limiter's message, and the channel call under it is cancelled so grpc-js
  * forgets it. A call cancelled while waiting leaves the queue and ends CANCELLED.
  *
- * A call whose options carry `rosterNoQueue: true` (a hedge attempt) runs only if a slot is free now.
+ * Two call options of our own: `rosterNoQueue: true` (a hedge attempt) runs only if a slot is free
+ * now; `rosterOnStart` is called when the call leaves the queue for the channel (hedging times an
+ * attempt from there, not from the time it spent waiting).
  */
 export interface ClientLimiter {
   readonly limiter: ConcurrencyLimiter<Waiter>;
@@ -21,8 +23,9 @@ export interface Waiter {
   grant(): void;
 }
 
-export interface NoQueueOption {
+export interface LimiterCallOptions {
   rosterNoQueue?: boolean;
+  rosterOnStart?: () => void;
 }
 
 /** Node timers may fire up to a millisecond early; grpc-js's deadline timer was set before ours. */
@@ -42,7 +45,8 @@ export function createClientLimiter(config: LimiterConfig): ClientLimiter {
 
   const interceptor: grpc.Interceptor = (options, nextCall) => {
     const inner = nextCall(options);
-    const noQueue = (options as NoQueueOption).rosterNoQueue === true;
+    const own = options as LimiterCallOptions;
+    const noQueue = own.rosterNoQueue === true;
     // The call's states: before start, waiting (queued), running (owns a slot), done.
     let state: "new" | "waiting" | "running" | "done" = "new";
     let waiter: Waiter | undefined;
@@ -64,6 +68,7 @@ export function createClientLimiter(config: LimiterConfig): ClientLimiter {
         outer = listener as grpc.InterceptingListener;
         const startNow = () => {
           state = "running";
+          own.rosterOnStart?.();
           next(metadata, {
             onReceiveStatus(status, nextStatus) {
               if (state === "running") {

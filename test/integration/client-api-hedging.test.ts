@@ -99,7 +99,7 @@ describe("client hedging", () => {
         5000,
         "the server to see the first attempt cancelled",
       );
-      assert.deepEqual(client.stats().hedges, { sent: 1, won: 1, skippedByBudget: 0 });
+      assert.deepEqual(client.stats().hedges, { sent: 1, won: 1, skippedByBudget: 0, skippedNoSlot: 0 });
       await waitFor(() => client.stats().pool.inFlight === 0, 5000, "both attempts to end");
       assert.equal(client.stats().running, 0);
     } finally {
@@ -149,7 +149,7 @@ describe("client hedging", () => {
         assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
         return true;
       });
-      assert.deepEqual(client.stats().hedges, { sent: 2, won: 2, skippedByBudget: 1 });
+      assert.deepEqual(client.stats().hedges, { sent: 2, won: 2, skippedByBudget: 1, skippedNoSlot: 0 });
       assert.deepEqual(
         b.arrivals.filter((a) => a === "Get x3"),
         ["Get x3"],
