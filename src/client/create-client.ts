@@ -58,16 +58,26 @@ type ResOf<M> = M extends { responseDeserialize: (bytes: Buffer) => infer R } ? 
 type IsAny<T> = 0 extends 1 & T ? true : false;
 // biome-ignore lint/suspicious/noExplicitAny: an untyped service's methods take and give anything
 type AnyMethod = (...args: any[]) => any;
+/** A method whose kind the type does not say (an untyped definition's `boolean` flags) takes anything. */
+type KindUnknown<M> = M extends { requestStream: infer A; responseStream: infer B }
+  ? boolean extends A
+    ? true
+    : boolean extends B
+      ? true
+      : false
+  : true;
 export type MethodOf<M> =
   IsAny<M> extends true
     ? AnyMethod
-    : M extends { requestStream: true; responseStream: true }
-      ? BidiStreamMethod<ReqOf<M>, ResOf<M>>
-      : M extends { requestStream: true }
-        ? ClientStreamMethod<ReqOf<M>, ResOf<M>>
-        : M extends { responseStream: true }
-          ? ServerStreamMethod<ReqOf<M>, ResOf<M>>
-          : UnaryMethod<ReqOf<M>, ResOf<M>>;
+    : KindUnknown<M> extends true
+      ? AnyMethod
+      : M extends { requestStream: true; responseStream: true }
+        ? BidiStreamMethod<ReqOf<M>, ResOf<M>>
+        : M extends { requestStream: true }
+          ? ClientStreamMethod<ReqOf<M>, ResOf<M>>
+          : M extends { responseStream: true }
+            ? ServerStreamMethod<ReqOf<M>, ResOf<M>>
+            : UnaryMethod<ReqOf<M>, ResOf<M>>;
 
 export interface ClientStats {
   pool: PoolStats;
@@ -90,7 +100,11 @@ export interface ClientControls {
 
 // biome-ignore lint/suspicious/noExplicitAny: the default for a client nobody typed
 export type UntypedService = Record<string, any>;
-export type RosterClient<S = UntypedService> = { [K in keyof S]: MethodOf<S[K]> } & ClientControls;
+/** A generated client constructor's methods are its `.service`'s. */
+type DefinitionOf<S> = S extends { service: infer D } ? D : S;
+export type RosterClient<S = UntypedService> = {
+  [K in keyof DefinitionOf<S>]: MethodOf<DefinitionOf<S>[K]>;
+} & ClientControls;
 
 interface Common extends MethodMarks {
   /** A grpc-js target: "ipv4:10.0.0.1:50051,10.0.0.2:50051", "dns:///svc:50051", "roster:///…". */
