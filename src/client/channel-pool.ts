@@ -66,11 +66,11 @@ export class ChannelPool {
   /** The member for a call starting now (the least loaded, after growing if every one is full). */
   pick(): PoolMember {
     if (this.#closed) throw new Error("the client is closed");
-    let best = this.#leastLoaded();
-    if (this.#sizer.decide(this.#members.length, this.#total(), best.inFlight, Date.now()) === "grow") {
-      best = this.#open();
-    }
-    return best;
+    const least = this.#leastLoaded();
+    const decision = this.#sizer.decide(this.#members.length, this.#total(), least.inFlight, Date.now());
+    if (decision === "grow") return this.#open();
+    if (decision === "shrink") this.#shrink();
+    return this.#leastLoaded();
   }
 
   stats(): PoolStats {
@@ -121,13 +121,15 @@ export class ChannelPool {
       now,
     );
     if (decision === "grow") this.#open();
-    else if (decision === "shrink") {
-      // The newest member leaves: the oldest ones keep their warm connections.
-      const m = this.#members.pop()!;
-      m.draining = true;
-      if (m.inFlight === 0) m.channel.close();
-      else this.#draining.add(m);
-    }
+    else if (decision === "shrink") this.#shrink();
+  }
+
+  #shrink(): void {
+    // The newest member leaves: the oldest ones keep their warm connections.
+    const m = this.#members.pop()!;
+    m.draining = true;
+    if (m.inFlight === 0) m.channel.close();
+    else this.#draining.add(m);
   }
 
   #open(): PoolMember {
