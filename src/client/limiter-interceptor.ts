@@ -28,6 +28,9 @@ export interface LimiterCallOptions {
   rosterOnStart?: () => void;
 }
 
+/** setTimeout's longest delay; a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Node timers may fire up to a millisecond early; grpc-js's deadline timer was set before ours. */
 const DEADLINE_SLACK_MS = 2;
 
@@ -88,8 +91,8 @@ export function createClientLimiter(config: LimiterConfig): ClientLimiter {
               return;
             }
             if (timer !== undefined) clearTimeout(timer);
-            // grpc-js ends a call at its deadline even before it starts (its timer runs from creation,
-            // and nothing would hear that status): a slot that comes too late is passed on.
+            // On a plain grpc-js channel the call's deadline timer runs from its creation and ends it
+            // unheard before it starts: a slot that comes too late is passed on.
             if (Date.now() >= deadline - DEADLINE_SLACK_MS) {
               fail(
                 grpc.status.RESOURCE_EXHAUSTED,
@@ -110,11 +113,18 @@ export function createClientLimiter(config: LimiterConfig): ClientLimiter {
         } else {
           state = "waiting";
           waiter = w;
-          timer = setTimeout(function onExpiry() {
+          const expiresAt = a.expiresAt;
+          // No deadline and no queue wait limit: the call waits for a slot (or a cancel) as long as it takes.
+          const arm = () => {
+            if (expiresAt === Infinity) return;
+            timer = setTimeout(onExpiry, Math.min(MAX_TIMER_MS, Math.max(1, expiresAt - Date.now())));
+          };
+          const onExpiry = () => {
             const message = limiter.expire(w, Date.now());
             if (message !== undefined) fail(grpc.status.RESOURCE_EXHAUSTED, message);
-            else if (state === "waiting") timer = setTimeout(onExpiry, 1); // fired a hair early
-          }, a.expiresAt - now);
+            else if (state === "waiting") arm(); // fired early, or a far deadline in steps
+          };
+          arm();
         }
       },
       cancel(next) {

@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { createClient, inRegion, type Unary } from "../../src/client/index.ts";
+import { createClient, createClientLimiter, inRegion, type Unary } from "../../src/client/index.ts";
 import { waitFor } from "../support/echo-backend.ts";
 
 const ECHO_PROTO = fileURLToPath(new URL("../support/echo.proto", import.meta.url));
@@ -140,6 +140,49 @@ describe("client concurrency limiter", () => {
       assert.equal(client.stats().running, 0);
     } finally {
       client.close();
+    }
+  });
+
+  it("works as an interceptor on a plain grpc-js client, with and without deadlines", async () => {
+    backend.received.length = 0;
+    const limiter = createClientLimiter({ maxConcurrent: 1, maxQueue: 2, maxQueueWaitMs: Infinity });
+    const plain = new grpc.Client(`127.0.0.1:${backend.port}`, grpc.credentials.createInsecure(), {
+      interceptors: [limiter.interceptor],
+    });
+    const m = echoDef.Echo!;
+    const call = (message: string, deadline?: number) =>
+      outcome(
+        new Promise((resolve, reject) =>
+          plain.makeUnaryRequest(
+            m.path,
+            m.requestSerialize,
+            m.responseDeserialize,
+            { message },
+            deadline === undefined ? {} : { deadline },
+            (err, res) => (err ? reject(err) : resolve(res)),
+          ),
+        ),
+      );
+    try {
+      const first = call("first");
+      await waitFor(() => backend.received.length === 1, 5000, "the first call at the server");
+      // No deadline, no queue wait limit: it waits as long as the slot is taken.
+      const patient = call("patient");
+      // grpc-js's own deadline timer runs on this call while it waits; the limiter still answers.
+      assert.match(
+        await call("hurried", Date.now() + 150),
+        /^RESOURCE_EXHAUSTED .*the call's deadline was reached$/,
+      );
+      assert.equal(limiter.limiter.queued, 1);
+      backend.releaseAll();
+      assert.equal(await first, "ok first");
+      await waitFor(() => backend.received.length === 2, 5000, "the patient call at the server");
+      backend.releaseAll();
+      assert.equal(await patient, "ok patient");
+      assert.deepEqual(backend.received, ["first", "patient"]);
+      assert.equal(limiter.limiter.inFlight, 0);
+    } finally {
+      plain.close();
     }
   });
 });
