@@ -1,10 +1,10 @@
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { RetryThrottle } from "../core/retry-throttle.ts";
+import { parseRetryThrottleConfig, RetryThrottle } from "../core/retry-throttle.ts";
 import { ChannelPool, type PoolStats } from "./channel-pool.ts";
 import { HedgeDelay } from "./hedge-delay.ts";
 import { createClientLimiter, type LimiterCallOptions } from "./limiter-interceptor.ts";
-import { type ClientPreset, type HedgingSettings, inRegion } from "./presets.ts";
+import { type ClientPreset, type HedgingSettings, inRegion, type RetrySettings } from "./presets.ts";
 import { buildServiceConfig, type MethodInfo, type MethodMarks, methodsOf } from "./service-config.ts";
 
 /**
@@ -140,6 +140,14 @@ const CONTROL_KEYS = new Set(["close", "stats", "methods", "preset"]);
 
 export function createClient<S = UntypedService>(options: FromProto | FromDefinition<S>): RosterClient<S> {
   const preset = options.preset ?? inRegion();
+  if (!(preset.deadlineMs > 0)) throw new RangeError(`deadlineMs: must be > 0, got ${preset.deadlineMs}`);
+  const budgetConfig = parseRetryThrottleConfig(preset.budget, "budget");
+  if (preset.retry !== false) validateRetry(preset.retry);
+  if (preset.hedging !== false) {
+    if (!Number.isInteger(preset.hedging.maxAttempts) || preset.hedging.maxAttempts < 2)
+      throw new RangeError(`hedging.maxAttempts: must be an integer ≥ 2, got ${preset.hedging.maxAttempts}`);
+    new HedgeDelay(preset.hedging); // checks the delay settings
+  }
   const definition = definitionOf(options);
   const methods = methodsOf(definition, options);
   for (const m of methods) {
@@ -158,7 +166,7 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
     policyConfig: options.policyConfig,
     methods,
     retry: preset.retry,
-    budget: preset.budget,
+    budget: budgetConfig,
   });
   const limiter = createClientLimiter(preset.limiter);
   const credentials = options.credentials ?? grpc.credentials.createInsecure();
@@ -182,7 +190,7 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
     channelOverride: pool.channel,
     interceptors: [limiter.interceptor],
   });
-  const budget = new RetryThrottle(preset.budget);
+  const budget = new RetryThrottle(budgetConfig);
   const hedgeStats = { sent: 0, won: 0, skippedByBudget: 0, skippedNoSlot: 0 };
   const retryable = new Set(
     (preset.retry === false ? ["UNAVAILABLE"] : preset.retry.retryableStatusCodes).map(
@@ -403,6 +411,19 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
     preset,
   };
   return Object.assign(client, controls) as RosterClient<S>;
+}
+
+/** grpc-js would take a bad retry policy silently (the channel fails later); say which field is wrong now. */
+function validateRetry(r: RetrySettings): void {
+  if (!Number.isInteger(r.maxAttempts) || r.maxAttempts < 1)
+    throw new RangeError(`retry.maxAttempts: must be an integer ≥ 1, got ${r.maxAttempts}`);
+  for (const f of ["initialBackoffMs", "maxBackoffMs", "backoffMultiplier"] as const) {
+    if (!(r[f] > 0)) throw new RangeError(`retry.${f}: must be > 0, got ${r[f]}`);
+  }
+  for (const name of r.retryableStatusCodes) {
+    if (typeof grpc.status[name as keyof typeof grpc.status] !== "number" || name === "OK")
+      throw new RangeError(`retry.retryableStatusCodes: ${name} is not a gRPC status name other than OK`);
+  }
 }
 
 function definitionOf<S>(options: FromProto | FromDefinition<S>): grpc.ServiceDefinition {
