@@ -302,13 +302,15 @@ export function loadBalancerClass(ctx: AdapterContext, policy: RosterPolicyName)
         seen.add(core.key);
         let child = this.#children.get(core.key);
         if (child === undefined) {
+          let wasReady = false;
           const leaf = new LeafLoadBalancer(
             endpoint,
             createChildChannelControlHelper(this.#helper, {
               updateState: (state, _picker, errorMessage) => {
-                if (this.#state === ConnectivityState.READY && state !== ConnectivityState.READY) {
-                  this.#helper.requestReresolution();
-                }
+                // Re-resolve when this endpoint loses its connection (grpc-js's round_robin asks on any
+                // child update while READY; the resolver is expected to rate-limit).
+                if (wasReady && state !== ConnectivityState.READY) this.#helper.requestReresolution();
+                wasReady = state === ConnectivityState.READY;
                 if (errorMessage) this.#lastError = errorMessage;
                 this.#recompute();
               },

@@ -9,8 +9,8 @@ import { ConfigError } from "../../core/errors.ts";
  *     roster:///10.0.0.1:50051,10.0.0.2:50051,[::1]:50051,unix:/run/w1.sock
  *
  * each entry as `roster lb`'s static backends are written (core `parseAddress`: HOST:PORT, [V6]:PORT,
- * unix:PATH). One endpoint per entry, duplicates dropped. The list is answered once; re-resolution
- * (grpc-js asks when a connection drops) answers it again, since nothing can change. A host name is
+ * unix:PATH). One endpoint per entry, duplicates dropped. The list is answered once (until grpc-js
+ * destroys the resolver of an idle channel and asks again); re-resolution requests are ignored. A host name is
  * looked up by the socket connect of each connection, not here; for DNS-driven lists use grpc-js's
  * `dns:` resolver. A bad list fails the channel's calls with UNAVAILABLE naming the entry.
  */
@@ -47,7 +47,7 @@ export function staticResolverClass(g: typeof grpc) {
   return class RosterStaticResolver implements experimental.Resolver {
     readonly #listener: experimental.ResolverListener;
     readonly #result: { ok: true; value: experimental.Endpoint[] } | { ok: false; error: grpc.StatusObject };
-    #pending = false;
+    #answered = false;
     /** Bumped by destroy(): an answer scheduled before it is dropped. grpc-js reuses a destroyed
      * resolver when an idle channel wakes up (resolving-load-balancer.ts), so destroy is not final. */
     #generation = 0;
@@ -81,20 +81,20 @@ export function staticResolverClass(g: typeof grpc) {
     }
 
     updateResolution(): void {
-      // Answered asynchronously, as grpc-js's resolvers do; several requests in one tick answer once.
-      if (this.#pending) return;
-      this.#pending = true;
+      // Answered once, asynchronously, as grpc-js's ipv4/ipv6 resolvers do: the list cannot change, and
+      // answering every re-resolution request (grpc-js asks whenever a connection drops) would make a
+      // nextTick loop of resolve → update → reconnect → re-resolve that starves the timers.
+      if (this.#answered) return;
+      this.#answered = true;
       const generation = this.#generation;
       process.nextTick(() => {
-        if (generation !== this.#generation) return;
-        this.#pending = false;
-        this.#listener(this.#result, {}, null, "");
+        if (generation === this.#generation) this.#listener(this.#result, {}, null, "");
       });
     }
 
     destroy(): void {
       this.#generation++;
-      this.#pending = false;
+      this.#answered = false;
     }
 
     static getDefaultAuthority(target: experimental.GrpcUri): string {
