@@ -3,6 +3,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { parseRetryThrottleConfig, RetryThrottle } from "../core/retry-throttle.ts";
 import { ChannelPool, type PoolStats } from "./channel-pool.ts";
 import { HedgeDelay } from "./hedge-delay.ts";
+import { ROSTER_POLICIES, registerRosterPolicies } from "./lb/index.ts";
 import { createClientLimiter, type LimiterCallOptions } from "./limiter-interceptor.ts";
 import { type ClientPreset, type HedgingSettings, inRegion, type RetrySettings } from "./presets.ts";
 import { buildServiceConfig, type MethodInfo, type MethodMarks, methodsOf } from "./service-config.ts";
@@ -155,10 +156,14 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
       throw new Error(`method ${m.key}: the name clashes with the client's own ${m.key}()`);
   }
   const policy = options.policy ?? "round_robin";
+  // Roster's own policies and the roster:/// resolver are always there for our grpc-js.
+  registerRosterPolicies({ grpc });
   if (!grpc.experimental.isLoadBalancerNameRegistered(policy)) {
     throw new Error(
       `policy ${policy} is not registered with grpc-js` +
-        (policy.startsWith("roster_") ? ": register Roster's policies first (registerRosterPolicies())" : ""),
+        (policy.startsWith("roster_")
+          ? ` (Roster's: ${ROSTER_POLICIES.map((p) => p.grpcName).join(", ")})`
+          : ""),
     );
   }
   const serviceConfig = buildServiceConfig({

@@ -20,6 +20,16 @@ export {
   type UnaryMethod,
 } from "./create-client.ts";
 export { HedgeDelay, type HedgeDelayConfig } from "./hedge-delay.ts";
+export {
+  parseStaticTarget,
+  type RegisterOptions,
+  ROSTER_POLICIES,
+  ROSTER_SCHEME,
+  type RosterPolicyName,
+  registerRosterPolicies,
+  rosterLbConfig,
+  rosterServiceConfig,
+} from "./lb/index.ts";
 export { ConcurrencyLimiter, type LimiterConfig } from "./limiter.ts";
 export { type ClientLimiter, createClientLimiter } from "./limiter-interceptor.ts";
 export { PoolSizer, type PoolSizingConfig } from "./pool-sizing.ts";

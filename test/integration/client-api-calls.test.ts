@@ -114,7 +114,7 @@ describe("createClient call kinds", () => {
             target: backend.address,
             policy: "roster_nope",
           }),
-        /policy roster_nope is not registered with grpc-js: register Roster's policies first/,
+        /policy roster_nope is not registered with grpc-js \(Roster's: roster_round_robin, .*roster_resume\)/,
       );
       assert.throws(
         () => createClient({ proto: ECHO_PROTO, service: "roster.test.Nope", target: backend.address }),
@@ -123,6 +123,25 @@ describe("createClient call kinds", () => {
     } finally {
       client.close();
       fromConstructor.close();
+    }
+  });
+
+  it("uses Roster's policies and roster:/// targets without registering them by hand", async () => {
+    // This file never calls registerRosterPolicies(): createClient does.
+    const client = createClient<EchoService>({
+      proto: ECHO_PROTO,
+      service: "roster.test.Echo",
+      target: `roster:///${backend.address}`,
+      policy: "roster_peak_ewma",
+    });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const reply = await client.Echo({ message: `ewma-${i}` });
+        assert.equal(reply.message, `ewma-${i}`);
+        assert.equal(reply.served_by, "calls");
+      }
+    } finally {
+      client.close();
     }
   });
 });
