@@ -4,7 +4,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { PolicySpec } from "../core/balancer.ts";
-import type { Address, Endpoint } from "../core/endpoint.ts";
+import { type Address, type Endpoint, formatAddress } from "../core/endpoint.ts";
 import { createDefaultRegistry } from "../core/policies/registry.ts";
 import { createSkills } from "../core/skills.ts";
 import { type ClassifierConfig, createClassifier } from "../proxy/classify.ts";
@@ -88,6 +88,13 @@ export type ServeEvent =
 export interface WorkerStatus {
   worker: number;
   pid: number | undefined;
+  /**
+   * The worker's own gRPC server, `unix:/PATH` (its socket in a private temporary directory), while the
+   * slot has a process: what the front dials. A client on the same machine may call a worker directly —
+   * e.g. a thick client (`roster/client`, policy `roster_resume`) reading the workers' ORCA résumés
+   * itself. Undefined while no process runs; a restarted worker gets a new path.
+   */
+  address: string | undefined;
   state: WorkerState | "waiting-restart";
   restarts: number;
 }
@@ -475,6 +482,10 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
         (s): WorkerStatus => ({
           worker: s.index + 1,
           pid: s.proc?.child.pid,
+          address:
+            s.proc === undefined || s.proc.state === "exited"
+              ? undefined
+              : formatAddress(s.proc.endpoint.address),
           state: s.restartTimer !== undefined ? "waiting-restart" : (s.proc?.state ?? "exited"),
           restarts: s.restarts,
         }),
@@ -483,6 +494,7 @@ export async function serve(o: ServeOptions): Promise<RosterServer> {
         (p): WorkerStatus => ({
           worker: p.slot.index + 1,
           pid: p.child.pid,
+          address: formatAddress(p.endpoint.address),
           state: p.state,
           restarts: p.slot.restarts,
         }),
