@@ -6,7 +6,9 @@
 // all four subchannels READY (before that, the first calls meet a picker with only the first backend).
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
+import { createClient, presets, type Unary } from "../../src/client/index.ts";
 import { registerRosterPolicies, rosterLbConfig, rosterServiceConfig } from "../../src/client/lb/index.ts";
 import { ConfigError } from "../../src/core/errors.ts";
 import { type EchoBackend, EchoClient, startEchoBackend } from "../support/echo-backend.ts";
@@ -79,6 +81,53 @@ describe("Roster policies in a grpc-js client", () => {
     );
     const ratio = Math.max(...values) / Math.min(...values);
     assert.ok(ratio <= 1.05, `max/min ${ratio.toFixed(3)}: ${values.join(" / ")}`);
+  });
+
+  it("spreads 4000 calls within 5% from one createClient client: a pool of 2 channels and the limiter, roster_round_robin", async () => {
+    const proto = fileURLToPath(new URL("../support/echo.proto", import.meta.url));
+    // lowLatency: a pool of at least 2 channels (each with its own connections and its own policy) and
+    // at most 50 calls in flight, the other calls waiting in the limiter's queue.
+    const echo = createClient<{ Echo: Unary<{ message: string }, { served_by: string }> }>({
+      proto,
+      service: "roster.test.Echo",
+      target: `roster:///${backends.map((b) => b.address).join(",")}`,
+      policy: "roster_round_robin",
+      preset: presets.lowLatency({ deadlineMs: 10_000, limiter: { maxQueue: 5000, maxQueueWaitMs: 10_000 } }),
+    });
+    try {
+      const send = async (total: number): Promise<Counts> => {
+        const counts: Counts = new Map();
+        await Promise.all(
+          Array.from({ length: total }, async () => {
+            const r = await echo.Echo({ message: "m" });
+            counts.set(r.served_by, (counts.get(r.served_by) ?? 0) + 1);
+          }),
+        );
+        return counts;
+      };
+      // Warm-up: until both channels have every backend READY (each channel's first calls meet a picker
+      // with only the first backend). Bounded: at most 50 rounds.
+      for (let i = 0; i < 50; i++) {
+        const counts = await send(100);
+        if (
+          counts.size === backends.length &&
+          Math.max(...counts.values()) - Math.min(...counts.values()) <= 2
+        )
+          break;
+      }
+      const counts = await send(4000);
+      const s = echo.stats();
+      assert.equal(s.pool.size, 2);
+      const values = backends.map((b) => counts.get(b.id) ?? 0);
+      assert.equal(
+        values.reduce((a, b) => a + b, 0),
+        4000,
+      );
+      const ratio = Math.max(...values) / Math.min(...values);
+      assert.ok(ratio <= 1.05, `max/min ${ratio.toFixed(3)}: ${values.join(" / ")}`);
+    } finally {
+      echo.close();
+    }
   });
 
   it("spreads sequential calls evenly with roster_least_request scanning every backend (ties in turn)", async () => {
