@@ -57,3 +57,23 @@ it("says per method what it retries and hedges, and refuses a method named like 
     /method stats: the name clashes with the client's own stats\(\)/,
   );
 });
+
+it("refuses a bad config for one of Roster's policies when the client is made, naming the field", () => {
+  const make = (policy: string, policyConfig: object) => () =>
+    createClient({
+      proto: ECHO_PROTO,
+      service: "roster.test.Echo",
+      target: "127.0.0.1:1",
+      policy,
+      policyConfig,
+    }).close();
+  // grpc-js alone would skip the entry and fall back to pick_first.
+  assert.throws(make("roster_ring_hash", {}), /roster_ring_hash\.hashKey/);
+  assert.throws(make("roster_peak_ewma", { decayMs: -1 }), /roster_peak_ewma\.decayMs/);
+  assert.throws(make("roster_resume", { bogus: 1 }), /roster_resume/);
+  assert.throws(
+    make("roster_nope", {}),
+    /policy roster_nope is not registered with grpc-js \(Roster's: roster_round_robin, /,
+  );
+  make("roster_ring_hash", { hashKey: { header: "x-user" } })();
+});

@@ -3,7 +3,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { parseRetryThrottleConfig, RetryThrottle } from "../core/retry-throttle.ts";
 import { ChannelPool, type PoolStats } from "./channel-pool.ts";
 import { HedgeDelay } from "./hedge-delay.ts";
-import { ROSTER_POLICIES, registerRosterPolicies } from "./lb/index.ts";
+import { ROSTER_POLICIES, registerRosterPolicies, rosterLbConfig } from "./lb/index.ts";
 import { createClientLimiter, type LimiterCallOptions } from "./limiter-interceptor.ts";
 import { type ClientPreset, type HedgingSettings, inRegion, type RetrySettings } from "./presets.ts";
 import { buildServiceConfig, type MethodInfo, type MethodMarks, methodsOf } from "./service-config.ts";
@@ -166,6 +166,9 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
           : ""),
     );
   }
+  // A roster_* config grpc-js cannot parse would be skipped for pick_first (logged, not thrown): check
+  // it here, so the error names the field when the client is made.
+  if (ROSTER_POLICIES.some((p) => p.grpcName === policy)) rosterLbConfig(policy, options.policyConfig ?? {});
   const serviceConfig = buildServiceConfig({
     policy,
     policyConfig: options.policyConfig,
