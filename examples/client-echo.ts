@@ -1,8 +1,12 @@
-// The thick client in a few lines: `node --import tsx examples/client-echo.ts`.
-// Starts two small Echo servers of its own (or uses ROSTER_TARGET, e.g. a `roster serve` front:
-// ROSTER_TARGET=127.0.0.1:50051 after `npx roster serve examples/echo-service.ts --port 50051`), then
-// sends 500 calls at once through one client: balanced per call, at most 50 in flight (the others
-// queue), Echo retried on UNAVAILABLE and hedged when slow.
+// The thick client, run it: `npm run example:client` (or `node --import tsx examples/client-echo.ts`).
+// Starts two small Echo servers of its own that allow 100 streams per connection (or uses
+// ROSTER_TARGET, e.g. a `roster serve` front: ROSTER_TARGET=127.0.0.1:50051 after
+// `npx roster serve examples/echo-service.ts --listen 127.0.0.1:50051`), then shows, from one process:
+//   1. a preset (lowLatency) and Roster's peak_ewma policy: 500 calls at once, at most 50 in flight (the
+//      limiter queues the rest), balanced per call, the slow server avoided, slow calls hedged;
+//   2. the channel pool: 300 calls held at once on server-1, which allows 100 streams per connection,
+//      need 3 connections or more; the pool opens a channel (its own connection) each time every channel
+//      carries 100 calls, then closes them when the calls are gone.
 // Outside this repository, import { createClient, presets } from "roster/client".
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
@@ -19,55 +23,105 @@ interface EchoReply {
   payload: Buffer;
   served_by: string;
 }
+type EchoService = { Echo: Unary<EchoRequest, EchoReply> };
 
 async function main(): Promise<void> {
   const servers: grpc.Server[] = [];
-  const target = process.env.ROSTER_TARGET ?? `ipv4:${(await startServers(servers)).join(",")}`;
+  const own = process.env.ROSTER_TARGET === undefined ? await startServers(servers) : [];
+  const target = process.env.ROSTER_TARGET ?? `roster:///${own.join(",")}`;
 
   // The three lines: a client for a service from its .proto, with a preset and a policy.
-  const echo = createClient<{ Echo: Unary<EchoRequest, EchoReply> }>({
+  const echo = createClient<EchoService>({
     proto: PROTO,
     service: "roster.demo.Echo",
     target,
     preset: presets.lowLatency({ deadlineMs: 2000, limiter: { maxQueueWaitMs: 1500 } }),
-    policy: "round_robin", // or "roster_peak_ewma" once registerRosterPolicies() has run
+    policy: "roster_peak_ewma",
     // echo.proto declares no idempotency_level; say here what roster serve's example says.
     idempotent: ["Echo"],
     hedge: ["Echo"],
   });
   const reply = await echo.Echo({ payload: Buffer.from("hello") });
   console.log(`one call: served by ${reply.served_by}`);
+  const p = echo.preset;
+  console.log(
+    `preset lowLatency: deadline ${p.deadlineMs} ms, at most ${p.limiter.maxConcurrent} calls in flight ` +
+      `(queue ${p.limiter.maxQueue}, wait ≤ ${p.limiter.maxQueueWaitMs} ms), pool ${p.pool.min}–${p.pool.max} channels`,
+  );
 
   const servedBy = new Map<string, number>();
-  let failed = 0;
-  await Promise.all(
-    Array.from({ length: 500 }, async () => {
-      try {
-        const r = await echo.Echo({ payload: Buffer.alloc(16), sleep_us: 2000 });
-        servedBy.set(r.served_by, (servedBy.get(r.served_by) ?? 0) + 1);
-      } catch (err) {
-        failed++;
-        console.log(`failed: ${(err as grpc.ServiceError).details}`);
-      }
-    }),
+  const failed = new Map<string, number>();
+  let firstFailure = "";
+  const burst = Array.from({ length: 500 }, async () => {
+    try {
+      const r = await echo.Echo({ payload: Buffer.alloc(16), sleep_us: 2000 });
+      servedBy.set(r.served_by, (servedBy.get(r.served_by) ?? 0) + 1);
+    } catch (err) {
+      // On an overloaded machine, calls still queued after 1.5 s end RESOURCE_EXHAUSTED: the limiter.
+      const e = err as grpc.ServiceError;
+      const code = grpc.status[e.code] ?? String(e.code);
+      failed.set(code, (failed.get(code) ?? 0) + 1);
+      firstFailure ||= `${code}: ${e.details}`;
+    }
+  });
+  const during = echo.stats();
+  console.log(`limiter, just after sending 500 calls: ${during.running} running, ${during.queued} waiting`);
+  await Promise.all(burst);
+  console.log(
+    "500 calls; answered per server:",
+    Object.fromEntries(servedBy),
+    "failed:",
+    Object.fromEntries(failed),
   );
-  console.log(`500 calls at once: ${failed} failed; per server:`, Object.fromEntries(servedBy));
+  if (firstFailure !== "") console.log(`  the first failure: ${firstFailure}`);
   const s = echo.stats();
   console.log(
-    `channels in the pool: ${s.pool.size}; hedges sent ${s.hedges.sent}, won ${s.hedges.won}, ` +
-      `not sent for want of a free slot ${s.hedges.skippedNoSlot}; ` +
-      `retry budget tokens ${s.budgetTokens.toFixed(1)}`,
+    `hedges sent ${s.hedges.sent}, won ${s.hedges.won}, not sent for want of a free slot ` +
+      `${s.hedges.skippedNoSlot}; retry budget tokens ${s.budgetTokens.toFixed(1)}`,
   );
   echo.close();
+
+  // The pool: a limit of 1000 calls in flight, up to 8 channels of 100 streams, idle ones closed after 200 ms.
+  const wide = createClient<EchoService>({
+    proto: PROTO,
+    service: "roster.demo.Echo",
+    target: process.env.ROSTER_TARGET ?? own[0]!,
+    preset: presets.inRegion({
+      deadlineMs: 5000,
+      limiter: { maxConcurrent: 1000 },
+      pool: { min: 1, max: 8, streamsPerChannel: 100, idleMs: 200 },
+    }),
+  });
+  await wide.Echo({ payload: Buffer.alloc(0) });
+  console.log(`pool before: ${wide.stats().pool.size} channel`);
+  let largest = 0;
+  let busiest = 0;
+  const sample = setInterval(() => {
+    const pool = wide.stats().pool;
+    largest = Math.max(largest, pool.size);
+    busiest = Math.max(busiest, ...pool.perChannel);
+  }, 5);
+  await Promise.all(
+    Array.from({ length: 300 }, () => wide.Echo({ payload: Buffer.alloc(16), sleep_us: 200_000 })),
+  );
+  clearInterval(sample);
+  console.log(
+    `pool with 300 calls of 200 ms at once on one server: grew to ${largest} channels, ` +
+      `at most ${busiest} calls on one`,
+  );
+  // Bounded: at most 5 s for the idle channels to close.
+  for (let i = 0; i < 100 && wide.stats().pool.size > 1; i++) await new Promise((r) => setTimeout(r, 50));
+  console.log(`pool when idle again: ${wide.stats().pool.size} channel`);
+  wide.close();
   for (const server of servers) server.forceShutdown();
 }
 
-/** Two roster.demo.Echo servers on 127.0.0.1; the second is slow on every 20th call. */
+/** Two roster.demo.Echo servers on 127.0.0.1, 100 streams per connection; the second is slow on every 20th call. */
 async function startServers(servers: grpc.Server[]): Promise<string[]> {
   const def = protoLoader.loadSync(PROTO, { keepCase: true })["roster.demo.Echo"] as grpc.ServiceDefinition;
   const addresses: string[] = [];
   for (const name of ["server-1", "server-2"]) {
-    const server = new grpc.Server();
+    const server = new grpc.Server({ "grpc.max_concurrent_streams": 100 });
     let calls = 0;
     const handle = (
       call: grpc.ServerUnaryCall<EchoRequest, EchoReply>,
