@@ -2,6 +2,7 @@ import { readFileSync, watch } from "node:fs";
 import { formatAddress } from "../core/endpoint.ts";
 import { ConfigError } from "../core/errors.ts";
 import { createDefaultRegistry } from "../core/policies/registry.ts";
+import { formatEtcdTarget } from "../discovery/etcd-target.ts";
 import { createLogger, type Logger } from "../observe/log.ts";
 import { createProxyMetrics } from "../observe/metrics.ts";
 import {
@@ -20,6 +21,7 @@ export interface LbFlags {
   config?: string;
   listen?: string;
   backend?: string[];
+  discovery?: string;
   policy?: string;
   admin?: string;
   logLevel?: string;
@@ -36,6 +38,7 @@ export function loadLbConfig(flags: LbFlags): LbConfig {
       ...(flags.admin !== undefined ? { admin: flags.admin } : {}),
       ...(flags.policy !== undefined ? { policy: flags.policy } : {}),
       ...(flags.backend !== undefined ? { backends: flags.backend } : {}),
+      ...(flags.discovery !== undefined ? { discovery: flags.discovery } : {}),
       ...(flags.logLevel !== undefined ? { log: { level: flags.logLevel } } : {}),
       ...(flags.exposeBackend ? { exposeBackend: true } : {}),
     },
@@ -45,14 +48,28 @@ export function loadLbConfig(flags: LbFlags): LbConfig {
   if (
     fromFile.backends === undefined &&
     fromFlags.backends === undefined &&
+    fromFile.discovery === undefined &&
+    fromFlags.discovery === undefined &&
     fromFile.clusters === undefined
   ) {
     throw new ConfigError(
       where === "flags" ? "--backend" : `${where}: backends`,
-      "at least one backend is needed",
+      "at least one backend (or --discovery etcd://HOST:PORT/PREFIX) is needed",
     );
   }
-  return resolveLbConfig({ ...fromFile, ...fromFlags }, createDefaultRegistry(), where);
+  const merged = { ...fromFile, ...fromFlags };
+  // A flag replaces the file's membership of the cluster "default", whichever kind it is.
+  if (fromFlags.backends !== undefined) delete merged.discovery;
+  if (fromFlags.discovery !== undefined) delete merged.backends;
+  const fieldsFrom = fromFlags.backends !== undefined || fromFlags.discovery !== undefined ? "flags" : where;
+  try {
+    return resolveLbConfig(merged, createDefaultRegistry(), where);
+  } catch (err) {
+    // Name the flag, not "FILE: discovery", when the URL came from --discovery.
+    if (err instanceof ConfigError && fieldsFrom === "flags" && err.field === `${where}: discovery`)
+      throw new ConfigError("--discovery", err.detail);
+    throw err;
+  }
 }
 
 /** "cluster beta: " in log messages, nothing for the cluster "default" (one-cluster setups read as before). */
@@ -119,7 +136,12 @@ function restartOnly(c: LbConfig): Record<string, unknown> {
 
 function backendsOf(config: LbConfig): Record<string, string[]> {
   return Object.fromEntries(
-    [...config.clusters].map(([name, c]) => [name, c.backends.map((b) => formatAddress(b.address))]),
+    [...config.clusters].map(([name, c]) => [
+      name,
+      c.discovery !== undefined
+        ? [formatEtcdTarget(c.discovery)]
+        : c.backends.map((b) => formatAddress(b.address)),
+    ]),
   );
 }
 
@@ -161,7 +183,7 @@ export async function runLb(flags: LbFlags): Promise<void> {
       listen: lb.server.address,
       admin: admin?.address,
       policy: config.clusters.get(lb.channel.name)?.policy.name,
-      backends: config.clusters.get(lb.channel.name)?.backends.map((b) => formatAddress(b.address)),
+      backends: backendsOf(config)[lb.channel.name],
       ...(config.clusters.size > 1 || config.routing.routes.length > 0
         ? { clusters: backendsOf(config), routes: config.routing.routes.map(describeRoute) }
         : {}),

@@ -3,6 +3,8 @@ import type { BalancerDeps, PolicySpec } from "../core/balancer.ts";
 import type { Address, Endpoint } from "../core/endpoint.ts";
 import type { OutlierDetectionConfig } from "../core/health/outlier-detection.ts";
 import { RetryThrottle, type RetryThrottleConfig } from "../core/retry-throttle.ts";
+import { EtcdDiscovery, type EtcdDiscoveryEvent } from "../discovery/etcd.ts";
+import { type EtcdTarget, formatEtcdTarget } from "../discovery/etcd-target.ts";
 import { StaticDiscovery } from "../discovery/static.ts";
 import { createGrpcHealthChecker, type GrpcHealthOptions } from "../health/grpc-health.ts";
 import { createOrcaClient, type OrcaClientOptions } from "../health/orca-client.ts";
@@ -29,7 +31,13 @@ export const defaultForwardSettings = {
 
 /** One cluster: its backends and the settings that are its own. */
 export interface ClusterOptions {
+  /** The static backends (ignored when `discovery` is set). */
   readonly backends: readonly Endpoint[];
+  /**
+   * Membership from an etcd prefix (discovery/etcd.ts) instead of `backends`: followed live; while etcd
+   * is unreachable the last-known members keep serving.
+   */
+  readonly discovery?: EtcdTarget;
   readonly policy: PolicySpec;
   /**
    * The policy's settings as written, compared by `reconfigure` to tell a changed policy from the
@@ -87,6 +95,8 @@ export interface LbOptions {
   readonly onCallEnd?: ForwardOptions["onCallEnd"];
   readonly onRetry?: ForwardOptions["onRetry"];
   readonly onChannelEvent?: (event: ChannelEvent, cluster: string) => void;
+  /** What etcd discovery reports (synced, unavailable, a bad member), for logs. */
+  readonly onDiscoveryEvent?: (event: EtcdDiscoveryEvent, cluster: string) => void;
   readonly onFrontEvent?: (message: string, fields?: Record<string, unknown>, level?: "debug") => void;
   readonly onConnection?: (delta: 1 | -1) => void;
 }
@@ -139,7 +149,7 @@ class Cluster implements CallTarget {
   readonly channel: Channel<FrameBackend>;
   readonly throttle: RetryThrottle;
   forward: ForwardOptions;
-  readonly #discovery: StaticDiscovery;
+  readonly #discovery: StaticDiscovery | EtcdDiscovery;
   /** Calls routed here and not finished. */
   #open = 0;
   #retiring: (() => void) | undefined;
@@ -154,13 +164,20 @@ class Cluster implements CallTarget {
     this.name = name;
     this.options = options;
     this.throttle = throttle;
-    this.#discovery = new StaticDiscovery(options.backends);
+    const onDiscoveryEvent = o.onDiscoveryEvent;
+    this.#discovery =
+      options.discovery === undefined
+        ? new StaticDiscovery(options.backends)
+        : new EtcdDiscovery({
+            target: options.discovery,
+            ...(onDiscoveryEvent ? { onEvent: (e: EtcdDiscoveryEvent) => onDiscoveryEvent(e, name) } : {}),
+          });
     const orcaOptions = orcaOf(options);
     const onEvent = o.onChannelEvent;
     this.channel = new Channel({
       name,
       discovery: this.#discovery,
-      target: "static",
+      target: options.discovery === undefined ? "static" : formatEtcdTarget(options.discovery),
       policy: options.policy,
       deps,
       createConnection: (link) => new FrameBackend({ ...o.connection, ...link }),
@@ -204,8 +221,15 @@ class Cluster implements CallTarget {
     this.#open++;
   }
 
+  /** Replaces static backends; a cluster whose members come from etcd follows etcd instead. */
   setBackends(backends: readonly Endpoint[]): void {
-    this.#discovery.set(backends);
+    if (this.#discovery instanceof StaticDiscovery) this.#discovery.set(backends);
+  }
+
+  /** Closes the channel (open streams finish) and the discovery's etcd connection, if any. */
+  close(): void {
+    this.channel.close();
+    if (this.#discovery instanceof EtcdDiscovery) this.#discovery.close();
   }
 
   /** Closes the channel once the calls routed here have finished, or after RETIRE_MAX_MS. */
@@ -215,7 +239,7 @@ class Cluster implements CallTarget {
       clearTimeout(timer);
       this.#retiring = () => {};
       const keys = [...this.channel.backends()].map((b) => b.key);
-      this.channel.close();
+      this.close();
       onClosed(keys);
     };
     const timer = setTimeout(close, RETIRE_MAX_MS);
@@ -236,9 +260,13 @@ function orcaOf(c: ClusterOptions): OrcaClientOptions | undefined {
   return orca === false ? undefined : orca === true ? {} : orca;
 }
 
-/** What needs a new channel when it changes (everything but backends, classifier and policy settings). */
+/**
+ * What needs a new channel when it changes (everything but static backends, classifier and policy
+ * settings): a different etcd target, or switching between static backends and etcd, too.
+ */
 function channelKey(c: ClusterOptions): string {
   return JSON.stringify({
+    discovery: c.discovery === undefined ? null : formatEtcdTarget(c.discovery),
     healthCheck: c.healthCheck ?? null,
     outlierDetection: c.outlierDetection ?? null,
     orca: orcaOf(c) ?? null,
@@ -323,7 +351,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
     ...(o.onFrontEvent ? { onFrontEvent: o.onFrontEvent } : {}),
     ...(o.onConnection ? { onConnection: o.onConnection } : {}),
   }).catch((err: unknown) => {
-    for (const c of clusters.values()) c.channel.close();
+    for (const c of clusters.values()) c.close();
     throw err;
   });
 
@@ -363,7 +391,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
         if (nextClusters.size === 0) throw new Error("no cluster");
         nextRouter = createRouter(nextRouting, nextClusters);
       } catch (err) {
-        for (const c of started) c.channel.close();
+        for (const c of started) c.close();
         throw err;
       }
       // Commit.
@@ -397,7 +425,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
     },
     async close(graceMs) {
       await server.close(graceMs);
-      for (const c of [...clusters.values(), ...retiring]) c.channel.close();
+      for (const c of [...clusters.values(), ...retiring]) c.close();
     },
   };
 }

@@ -1,0 +1,365 @@
+// `roster lb --discovery etcd://…`, `roster register` and `roster serve --etcd` as a user runs them (the
+// CLI in child processes), against a real etcd (Debian's etcd-server) started here on loopback ports.
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { after, afterEach, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { createDemoClient } from "../support/demo-client.ts";
+import { type EchoBackend, EchoClient, startEchoBackend, waitFor } from "../support/echo-backend.ts";
+import { type EtcdServer, startEtcd } from "../support/etcd-server.ts";
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+const cli = ["--import", "tsx", "src/cli/main.ts"];
+
+/**
+ * How long etcd stays down under load in the outage test. The issue asks for 30 s; ROSTER_ETCD_OUTAGE_MS
+ * shortens it for quick local runs.
+ */
+const OUTAGE_MS = Number(process.env["ROSTER_ETCD_OUTAGE_MS"] ?? 30_000);
+
+describe("flags of the etcd commands", () => {
+  const cases: Array<[string[], RegExp]> = [
+    [["lb", "--discovery", "etcd://127.0.0.1:2379"], /--discovery: .*has no key prefix/],
+    [["lb", "--discovery", "consul://x:1/p"], /--discovery: .*the only discovery scheme/],
+    [["lb", "--discovery", "etcd://127.0.0.1:99999/p"], /--discovery: .*above 65535/],
+    [["register", "--etcd", "127.0.0.1:1", "--prefix", "p", "--address", "nohost"], /--address: "nohost"/],
+    [
+      ["register", "--etcd", "127.0.0.1:1", "--prefix", "p", "--address", "127.0.0.1:5", "--lease-ttl", "1"],
+      /--lease-ttl: must be a whole number of seconds >= 2/,
+    ],
+    [
+      ["register", "--etcd", "127.0.0.1:1", "--prefix", "p", "--address", "127.0.0.1:5", "--label", "zone"],
+      /--label: "zone" is not KEY=VALUE/,
+    ],
+    [["serve", "examples/echo-service.ts", "--prefix", "p"], /--prefix: needs --etcd/],
+    [
+      [
+        "serve",
+        "examples/echo-service.ts",
+        "--etcd",
+        "127.0.0.1:1",
+        "--prefix",
+        "p",
+        "--listen",
+        "0.0.0.0:0",
+      ],
+      /--advertise: 0\.0\.0\.0:0 is not an address others can connect to/,
+    ],
+  ];
+  for (const [args, message] of cases) {
+    it(`rejects \`roster ${args.join(" ")}\` with one clear line`, () => {
+      const r = spawnSync(process.execPath, [...cli, ...args], {
+        cwd: root,
+        encoding: "utf8",
+        timeout: 20_000,
+      });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, message);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+    });
+  }
+});
+
+/** A CLI child process whose stdout and stderr lines are collected. */
+interface Proc {
+  readonly child: ChildProcess;
+  readonly lines: string[];
+  readonly exited: Promise<number | null>;
+  waitLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
+}
+
+const started: ChildProcess[] = [];
+
+function spawnCli(args: string[]): Proc {
+  const child = spawn(process.execPath, [...cli, ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+  started.push(child);
+  const lines: string[] = [];
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  for (const stream of [child.stdout!, child.stderr!]) {
+    let rest = "";
+    stream.setEncoding("utf8").on("data", (t: string) => {
+      rest += t;
+      const parts = rest.split("\n");
+      rest = parts.pop() ?? "";
+      lines.push(...parts.filter(Boolean));
+    });
+  }
+  return {
+    child,
+    lines,
+    exited,
+    async waitLine(pattern, timeoutMs = 20_000) {
+      await waitFor(
+        () => lines.some((l) => pattern.test(l)),
+        timeoutMs,
+        `a line matching ${pattern}:\n${lines.join("\n")}`,
+      );
+      return lines.find((l) => pattern.test(l))!;
+    },
+  };
+}
+
+/** `roster lb` following `prefix`; resolves with its listen and admin addresses. */
+async function startLbProcess(etcd: EtcdServer, prefix: string) {
+  const lb = spawnCli([
+    "lb",
+    "--discovery",
+    `etcd://${etcd.endpoint}/${prefix}`,
+    "--listen",
+    "127.0.0.1:0",
+    "--admin",
+    "127.0.0.1:0",
+    "--policy",
+    "round_robin",
+  ]);
+  const line = await lb.waitLine(/listening on/);
+  const { listen, admin } = JSON.parse(line) as { listen: string; admin: string };
+  return { ...lb, listen, admin };
+}
+
+async function statusBackends(admin: string): Promise<string[]> {
+  const status = (await (await fetch(`http://${admin}/status`)).json()) as {
+    backends: Array<{ key: string }>;
+  };
+  return status.backends.map((b) => b.key).sort();
+}
+
+/** Lanes of calls until `stop()`; every outcome is kept, replies by who served them. */
+function load(call: () => Promise<string>, lanes: number) {
+  let stopped = false;
+  const failures: string[] = [];
+  const servedBy: Array<{ at: number; by: string }> = [];
+  let ok = 0;
+  const done = Promise.all(
+    Array.from({ length: lanes }, async () => {
+      while (!stopped) {
+        try {
+          servedBy.push({ at: Date.now(), by: await call() });
+          ok++;
+        } catch (err) {
+          failures.push((err as Error).message);
+        }
+      }
+    }),
+  );
+  return {
+    failures,
+    servedBy,
+    ok: () => ok,
+    async stop() {
+      stopped = true;
+      await done;
+    },
+  };
+}
+
+describe("roster lb, register and serve with a real etcd", () => {
+  let etcd: EtcdServer;
+  let a: EchoBackend;
+  let b: EchoBackend;
+
+  before(async () => {
+    etcd = await startEtcd();
+    a = await startEchoBackend({ id: "a" });
+    b = await startEchoBackend({ id: "b" });
+  });
+  afterEach(() => {
+    for (const c of started.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  });
+  after(async () => {
+    await a?.close();
+    await b?.close();
+    await etcd?.dispose();
+  });
+
+  it("routes to what `roster register` adds within a second, and drops a registrant killed with SIGKILL when its lease expires", {
+    timeout: 60_000,
+  }, async () => {
+    const lb = await startLbProcess(etcd, "cli1/echo");
+    const regA = spawnCli([
+      "register",
+      "--etcd",
+      etcd.endpoint,
+      "--prefix",
+      "cli1/echo",
+      "--address",
+      a.address,
+      "--lease-ttl",
+      "2",
+    ]);
+    await regA.waitLine(/^REGISTERED cli1\/echo\//);
+    const client = new EchoClient(lb.listen);
+    const l = load(async () => (await client.echo({ message: "x" }, { deadlineMs: 10_000 })).served_by, 4);
+    await waitFor(() => l.servedBy.some((s) => s.by === "a"), 5000, "a call served by a");
+
+    const regB = spawnCli([
+      "register",
+      "--etcd",
+      etcd.endpoint,
+      "--prefix",
+      "cli1/echo",
+      "--address",
+      b.address,
+      "--lease-ttl",
+      "2",
+    ]);
+    await regB.waitLine(/^REGISTERED/);
+    const registeredAt = Date.now();
+    await waitFor(() => l.servedBy.some((s) => s.by === "b"), 5000, "a call served by b");
+    const followMs = l.servedBy.find((s) => s.by === "b")!.at - registeredAt;
+    console.log(`membership change → first call on the new backend: ${followMs} ms`);
+    assert.ok(followMs < 1000, `the lb routed to the new member ${followMs} ms after it was written`);
+
+    // SIGKILL: no deregistration; the key goes when the 2 s lease expires, and the lb follows.
+    process.kill(regA.child.pid!, "SIGKILL");
+    const killedAt = Date.now();
+    let backends: string[] = [];
+    // Bounded: TTL 2 s plus etcd's expiry check; 10 s at most.
+    while (Date.now() - killedAt < 10_000) {
+      backends = await statusBackends(lb.admin);
+      if (backends.length === 1) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    console.log(
+      `killed registrant's member gone from the lb after ${Date.now() - killedAt} ms (lease TTL 2 s)`,
+    );
+    assert.deepEqual(backends, [b.address]);
+    const after = l.servedBy.length;
+    await waitFor(() => l.servedBy.length >= after + 50, 5000, "more calls");
+    assert.ok(
+      l.servedBy.slice(after).every((s) => s.by === "b"),
+      "every call after the expiry on b",
+    );
+    await l.stop();
+    assert.deepEqual(l.failures, []);
+
+    // SIGTERM deregisters at once.
+    regB.child.kill("SIGTERM");
+    assert.equal(await regB.exited, 0);
+    await waitFor(
+      () => regB.lines.some((x) => x.includes("deregistered from etcd")),
+      1000,
+      "the deregistration",
+    );
+    client.close();
+    lb.child.kill("SIGTERM");
+    assert.equal(await lb.exited, 0);
+  });
+
+  it("`roster serve --etcd` leaves etcd at the start of its drain: 0 failed calls through the lb", {
+    timeout: 90_000,
+  }, async () => {
+    const serveArgs = (n: number) => [
+      "serve",
+      "examples/echo-service.ts",
+      "--workers",
+      "1",
+      "--listen",
+      "127.0.0.1:0",
+      "--etcd",
+      etcd.endpoint,
+      "--prefix",
+      "cli2/demo",
+      "--lease-ttl",
+      "2",
+      "--label",
+      `server=s${n}`,
+      "--deregister-delay",
+      "500",
+    ];
+    const s1 = spawnCli(serveArgs(1));
+    const s2 = spawnCli(serveArgs(2));
+    await s1.waitLine(/registered in etcd/, 30_000);
+    await s2.waitLine(/registered in etcd/, 30_000);
+    const s1Address = (JSON.parse(s1.lines.find((l) => l.includes("listening on"))!) as { listen: string })
+      .listen;
+    const s2Address = (JSON.parse(s2.lines.find((l) => l.includes("listening on"))!) as { listen: string })
+      .listen;
+    const lb = await startLbProcess(etcd, "cli2/demo");
+    const client = createDemoClient(lb.listen);
+    // 100 ms calls: some are in flight on s1 when it drains.
+    const l = load(async () => (await client.echo("Echo", 0, 10_000, 100_000)).served_by, 16);
+    // Bounded: until both servers are in the lb's membership.
+    for (let i = 0; i < 100 && (await statusBackends(lb.admin)).length < 2; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(await statusBackends(lb.admin), [s1Address, s2Address].sort());
+    await new Promise((r) => setTimeout(r, 1000));
+    const before = l.ok();
+    s1.child.kill("SIGTERM");
+    await s1.waitLine(/deregistered from etcd/, 5000);
+    assert.equal(await s1.exited, 0, s1.lines.join("\n"));
+    assert.deepEqual(await statusBackends(lb.admin), [s2Address]);
+    await new Promise((r) => setTimeout(r, 500));
+    await l.stop();
+    assert.ok(l.ok() > before + 50, `calls went on during the drain (${l.ok() - before})`);
+    assert.deepEqual(l.failures, [], `failed calls: ${l.failures.slice(0, 5).join("; ")}`);
+    client.close();
+    s2.child.kill("SIGTERM");
+    assert.equal(await s2.exited, 0);
+    lb.child.kill("SIGTERM");
+    assert.equal(await lb.exited, 0);
+  });
+
+  it(`etcd stopped for ${OUTAGE_MS / 1000} s under load: 0 failed calls, the lb keeps routing, and follows etcd again on its return`, {
+    timeout: OUTAGE_MS + 60_000,
+  }, async () => {
+    const regA = spawnCli([
+      "register",
+      "--etcd",
+      etcd.endpoint,
+      "--prefix",
+      "cli3/echo",
+      "--address",
+      a.address,
+      "--lease-ttl",
+      "2",
+    ]);
+    const regB = spawnCli([
+      "register",
+      "--etcd",
+      etcd.endpoint,
+      "--prefix",
+      "cli3/echo",
+      "--address",
+      b.address,
+      "--lease-ttl",
+      "2",
+    ]);
+    await regA.waitLine(/^REGISTERED/);
+    await regB.waitLine(/^REGISTERED/);
+    const lb = await startLbProcess(etcd, "cli3/echo");
+    // Bounded: until both members are in the lb's membership.
+    for (let i = 0; i < 100 && (await statusBackends(lb.admin)).length < 2; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    const client = new EchoClient(lb.listen);
+    const l = load(async () => (await client.echo({ message: "x" }, { deadlineMs: 10_000 })).served_by, 8);
+    await new Promise((r) => setTimeout(r, 500));
+    await etcd.stop();
+    const stoppedAt = l.servedBy.length;
+    await lb.waitLine(/etcd unreachable: routing on the last-known members/, 10_000);
+    await new Promise((r) => setTimeout(r, OUTAGE_MS));
+    const during = l.servedBy.slice(stoppedAt);
+    assert.deepEqual(l.failures, []);
+    assert.ok(
+      during.some((s) => s.by === "a") && during.some((s) => s.by === "b"),
+      "both backends served during the outage",
+    );
+    console.log(`etcd down ${OUTAGE_MS} ms: ${during.length} calls, 0 failed`);
+    await etcd.start();
+    await lb.waitLine(/etcd is reachable again/, 15_000);
+    // The registrants kept (or renewed) their keys; the lb follows changes again: one leaves.
+    assert.deepEqual(await statusBackends(lb.admin), [a.address, b.address].sort());
+    regA.child.kill("SIGTERM");
+    assert.equal(await regA.exited, 0);
+    // Bounded: 5 s.
+    for (let i = 0; i < 50 && (await statusBackends(lb.admin)).length > 1; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(await statusBackends(lb.admin), [b.address]);
+    await l.stop();
+    assert.deepEqual(l.failures, [], `failed calls: ${l.failures.slice(0, 5).join("; ")}`);
+    client.close();
+    regB.child.kill("SIGTERM");
+    lb.child.kill("SIGTERM");
+    assert.equal(await lb.exited, 0);
+  });
+});
