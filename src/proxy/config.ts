@@ -318,7 +318,7 @@ function resolveCluster(
     seen.add(b.key);
   }
   if (backends.length === 0 && discovery === undefined)
-    throw new ConfigError(f("backends"), "at least one backend (or a discovery URL) is needed");
+    throw new ConfigError(f("backends"), "at least one backend is needed");
   return {
     name,
     policy: registry.resolve(policyName, policyOptions, f("policy")),
