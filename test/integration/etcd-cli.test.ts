@@ -289,6 +289,17 @@ describe("roster lb, register and serve with a real etcd", () => {
     await s1.waitLine(/deregistered from etcd/, 5000);
     assert.equal(await s1.exited, 0, s1.lines.join("\n"));
     assert.deepEqual(await statusBackends(lb.admin), [s2Address]);
+    // The order: the lb dropped s1 before s1 began to drain (both log pino's ISO "time").
+    const timeOf = (lines: string[], test: (l: { msg: string; backend?: string }) => boolean) => {
+      const line = lines
+        .map((x) => JSON.parse(x) as { msg: string; backend?: string; time: string })
+        .find(test);
+      assert.ok(line !== undefined, lines.join("\n"));
+      return Date.parse(line.time);
+    };
+    const removedAt = timeOf(lb.lines, (x) => x.msg === "backend removed" && x.backend === s1Address);
+    const drainAt = timeOf(s1.lines, (x) => x.msg.startsWith("draining: health NOT_SERVING"));
+    assert.ok(removedAt <= drainAt, `the lb dropped s1 ${removedAt - drainAt} ms after s1 began to drain`);
     await new Promise((r) => setTimeout(r, 500));
     await l.stop();
     assert.ok(l.ok() > before + 50, `calls went on during the drain (${l.ok() - before})`);
