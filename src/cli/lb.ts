@@ -2,7 +2,7 @@ import { readFileSync, watch } from "node:fs";
 import { formatAddress } from "../core/endpoint.ts";
 import { ConfigError } from "../core/errors.ts";
 import { createDefaultRegistry } from "../core/policies/registry.ts";
-import { formatEtcdTarget } from "../discovery/etcd-target.ts";
+import { formatDiscoveryTarget } from "../discovery/target.ts";
 import { createLogger, type Logger } from "../observe/log.ts";
 import { createProxyMetrics } from "../observe/metrics.ts";
 import {
@@ -54,7 +54,7 @@ export function loadLbConfig(flags: LbFlags): LbConfig {
   ) {
     throw new ConfigError(
       where === "flags" ? "--backend" : `${where}: backends`,
-      "at least one backend (or --discovery etcd://HOST:PORT/PREFIX) is needed",
+      "at least one backend is needed (or --discovery etcd://HOST:PORT/PREFIX)",
     );
   }
   const merged = { ...fromFile, ...fromFlags };
@@ -139,7 +139,7 @@ function backendsOf(config: LbConfig): Record<string, string[]> {
     [...config.clusters].map(([name, c]) => [
       name,
       c.discovery !== undefined
-        ? [formatEtcdTarget(c.discovery)]
+        ? [formatDiscoveryTarget(c.discovery)]
         : c.backends.map((b) => formatAddress(b.address)),
     ]),
   );

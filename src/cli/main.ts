@@ -34,7 +34,7 @@ program
   .option("-b, --backend <address>", "a backend HOST:PORT or unix:PATH; repeat for each backend", collect)
   .option(
     "--discovery <url>",
-    "backends from etcd instead: etcd://HOST:PORT/PREFIX (members registered by roster serve --etcd or roster register), followed live",
+    "backends from etcd or DNS instead, followed live: etcd://HOST:PORT/PREFIX (members registered by roster serve --etcd or roster register) or dns://NAME:PORT[?refreshMs=N] (A/AAAA records, re-resolved every 30 s)",
   )
   .option(
     "-p, --policy <name>",

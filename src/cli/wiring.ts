@@ -14,7 +14,7 @@ export type LbHooks = Pick<
 export function lbHooks(log: Logger, metrics: ProxyMetrics): LbHooks {
   /** `cluster backend` keys whose failure was logged as a warning. */
   const failing = new Set<string>();
-  /** Clusters whose etcd outage was logged as a warning (the retries log at debug). */
+  /** Clusters whose etcd outage or DNS failure was logged as a warning (the retries log at debug). */
   const etcdDown = new Set<string>();
   return {
     onDiscoveryEvent: (event, cluster) => {
@@ -44,6 +44,26 @@ export function lbHooks(log: Logger, metrics: ProxyMetrics): LbHooks {
           }
           break;
         }
+        case "resolved":
+          etcdDown.delete(cluster);
+          log.info(
+            { cluster, discovery: event.target, addresses: event.addresses },
+            `${where}${event.target} resolved to ${event.addresses.length} addresses`,
+          );
+          break;
+        case "failed": {
+          const fields = { cluster, discovery: event.target, error: event.error, keeping: event.keeping };
+          if (etcdDown.has(cluster)) log.debug(fields, `${where}${event.target} still not resolving`);
+          else {
+            etcdDown.add(cluster);
+            log.warn(
+              fields,
+              `${where}${event.target} did not resolve (${event.error}); keeping ${event.keeping} addresses`,
+            );
+          }
+          break;
+        }
+        case "bad-member":
         case "bad-member":
           log.warn(
             { cluster, discovery: event.target, key: event.key, error: event.error },

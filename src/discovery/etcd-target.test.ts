@@ -17,7 +17,7 @@ test("etcd:// URLs give the hosts as client URLs and the prefix without trailing
 
 test("bad etcd URLs and host lists are ConfigErrors naming the field", () => {
   const cases: [string, RegExp][] = [
-    ["dns://a:1/p", /only discovery scheme/],
+    ["dns://a:1/p", /is not etcd:\/\/HOST:PORT\/PREFIX/],
     ["etcd://a:1", /no key prefix/],
     ["etcd://a:1/", /prefix is empty/],
     ["etcd:///p", /names no etcd host/],

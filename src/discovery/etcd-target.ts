@@ -52,8 +52,7 @@ export function parsePrefix(text: string, field: string): string {
  */
 export function parseEtcdUrl(text: string, field: string): EtcdTarget {
   const scheme = "etcd://";
-  if (!text.startsWith(scheme))
-    throw new ConfigError(field, `"${text}" is not etcd://HOST:PORT/PREFIX (the only discovery scheme)`);
+  if (!text.startsWith(scheme)) throw new ConfigError(field, `"${text}" is not etcd://HOST:PORT/PREFIX`);
   const rest = text.slice(scheme.length);
   const slash = rest.indexOf("/");
   if (slash < 0) throw new ConfigError(field, `"${text}" has no key prefix: write etcd://HOST:PORT/PREFIX`);

@@ -119,18 +119,40 @@ describe("roster lb membership from etcd", () => {
     );
     const d = c.clusters.get("default")!;
     assert.deepEqual(d.backends, []);
-    assert.deepEqual(d.discovery, { hosts: ["http://127.0.0.1:2379"], prefix: "services/echo" });
+    assert.deepEqual(d.discovery, {
+      kind: "etcd",
+      hosts: ["http://127.0.0.1:2379"],
+      prefix: "services/echo",
+    });
     assert.deepEqual(c.clusters.get("billing")!.discovery, {
+      kind: "etcd",
       hosts: ["http://10.0.0.1:2379", "http://10.0.0.2:2379"],
       prefix: "billing",
     });
     assert.equal(main("backends: [x:1]\n").discovery, undefined);
+    assert.deepEqual(main("discovery: dns:///app.internal:50051\n").discovery, {
+      kind: "dns",
+      host: "app.internal",
+      port: 50051,
+      refreshMs: 30_000,
+    });
+    assert.deepEqual(main("discovery: 'dns://app:1?refreshMs=500'\n").discovery, {
+      kind: "dns",
+      host: "app",
+      port: 1,
+      refreshMs: 500,
+    });
   });
 
   it("names the field of a bad discovery URL, and refuses discovery beside backends", () => {
     const cases: Array<[string, RegExp]> = [
       ["discovery: etcd://h:1\n", /^roster\.yaml: discovery: "etcd:\/\/h:1" has no key prefix/],
-      ["discovery: dns://h:1\n", /^roster\.yaml: discovery: .*the only discovery scheme/],
+      [
+        "discovery: consul://h:1\n",
+        /^roster\.yaml: discovery: .*is not etcd:\/\/HOST:PORT\/PREFIX or dns:\/\/NAME:PORT/,
+      ],
+      ["discovery: dns://h\n", /^roster\.yaml: discovery: .*HOST:PORT/],
+      ["discovery: 'dns://h:1?every=5'\n", /^roster\.yaml: discovery: .*the only option is \?refreshMs/],
       ["clusters:\n  b: { discovery: 'etcd://h/p' }\n", /^roster\.yaml: clusters\.b\.discovery: .*HOST:PORT/],
       ["discovery: 7\n", /^roster\.yaml: discovery: /],
       [

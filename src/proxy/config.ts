@@ -6,7 +6,7 @@ import { type Address, type Endpoint, parseAddress, staticEndpoint } from "../co
 import { ConfigError } from "../core/errors.ts";
 import { type OutlierDetectionConfig, parseOutlierConfig } from "../core/health/outlier-detection.ts";
 import { parseRetryThrottleConfig, type RetryThrottleConfig } from "../core/retry-throttle.ts";
-import { type EtcdTarget, parseEtcdUrl } from "../discovery/etcd-target.ts";
+import { type DiscoveryTarget, parseDiscoveryUrl } from "../discovery/target.ts";
 import { defaultHealthCheck } from "../health/grpc-health.ts";
 import { type ClassifierConfig, createClassifier, parseClassifierConfig } from "./classify.ts";
 import { idempotentPathsFromProtos } from "./idempotency.ts";
@@ -37,7 +37,7 @@ const healthCheckSchema = z.strictObject({
 /** A named cluster: the per-cluster subset of the top-level settings. */
 const clusterSchema = z.strictObject({
   backends: z.array(backendSchema).optional(),
-  /** etcd://HOST:PORT/PREFIX: membership from etcd instead of `backends` (checked by parseEtcdUrl). */
+  /** etcd://HOST:PORT/PREFIX or dns://NAME:PORT instead of `backends` (checked by parseDiscoveryUrl). */
   discovery: z.string().optional(),
   policy: policySchema.optional(),
   healthCheck: healthCheckSchema.optional(),
@@ -64,7 +64,7 @@ export const lbConfigSchema = z.strictObject({
   admin: addressText.optional(),
   policy: policySchema.optional(),
   backends: z.array(backendSchema).optional(),
-  /** etcd://HOST:PORT/PREFIX: the cluster "default"'s membership from etcd instead of `backends`. */
+  /** etcd://HOST:PORT/PREFIX or dns://NAME:PORT: the cluster "default"'s members instead of `backends`. */
   discovery: z.string().optional(),
   limits: z
     .strictObject({
@@ -143,8 +143,8 @@ export interface ClusterConfig {
   policyOptions: Record<string, unknown>;
   /** The static backends; empty when `discovery` is set. */
   backends: Endpoint[];
-  /** Membership from etcd (discovery/etcd.ts); undefined: the static `backends`. */
-  discovery: EtcdTarget | undefined;
+  /** Membership from etcd or DNS (discovery/); undefined: the static `backends`. */
+  discovery: DiscoveryTarget | undefined;
   /** Active grpc.health.v1 checks; undefined when off (the default). */
   healthCheck: { service: string; intervalMs: number; timeoutMs: number } | undefined;
   /** Passive outlier ejection (gRFC A50); undefined when off (the default). */
@@ -306,7 +306,8 @@ function resolveCluster(
       f("discovery"),
       "give backends or discovery, not both (discovery's members are the backends)",
     );
-  const discovery = raw.discovery === undefined ? undefined : parseEtcdUrl(raw.discovery, f("discovery"));
+  const discovery =
+    raw.discovery === undefined ? undefined : parseDiscoveryUrl(raw.discovery, f("discovery"));
   const backends = (raw.backends ?? []).map((b, i) => {
     const text = typeof b === "string" ? b : b.address;
     const weight = typeof b === "string" ? 1 : (b.weight ?? 1);

@@ -3,9 +3,10 @@ import type { BalancerDeps, PolicySpec } from "../core/balancer.ts";
 import type { Address, Endpoint } from "../core/endpoint.ts";
 import type { OutlierDetectionConfig } from "../core/health/outlier-detection.ts";
 import { RetryThrottle, type RetryThrottleConfig } from "../core/retry-throttle.ts";
+import { DnsDiscovery, type DnsDiscoveryEvent } from "../discovery/dns.ts";
 import { EtcdDiscovery, type EtcdDiscoveryEvent } from "../discovery/etcd.ts";
-import { type EtcdTarget, formatEtcdTarget } from "../discovery/etcd-target.ts";
 import { StaticDiscovery } from "../discovery/static.ts";
+import { type DiscoveryTarget, formatDiscoveryTarget } from "../discovery/target.ts";
 import { createGrpcHealthChecker, type GrpcHealthOptions } from "../health/grpc-health.ts";
 import { createOrcaClient, type OrcaClientOptions } from "../health/orca-client.ts";
 import type { BackendConnectionOptions } from "../platform/backend-connection.ts";
@@ -34,10 +35,10 @@ export interface ClusterOptions {
   /** The static backends (ignored when `discovery` is set). */
   readonly backends: readonly Endpoint[];
   /**
-   * Membership from an etcd prefix (discovery/etcd.ts) instead of `backends`: followed live; while etcd
-   * is unreachable the last-known members keep serving.
+   * Membership from an etcd prefix (discovery/etcd.ts) or a DNS name (discovery/dns.ts) instead of
+   * `backends`: followed live; while the source cannot be reached the last-known members keep serving.
    */
-  readonly discovery?: EtcdTarget;
+  readonly discovery?: DiscoveryTarget;
   readonly policy: PolicySpec;
   /**
    * The policy's settings as written, compared by `reconfigure` to tell a changed policy from the
@@ -95,8 +96,8 @@ export interface LbOptions {
   readonly onCallEnd?: ForwardOptions["onCallEnd"];
   readonly onRetry?: ForwardOptions["onRetry"];
   readonly onChannelEvent?: (event: ChannelEvent, cluster: string) => void;
-  /** What etcd discovery reports (synced, unavailable, a bad member), for logs. */
-  readonly onDiscoveryEvent?: (event: EtcdDiscoveryEvent, cluster: string) => void;
+  /** What etcd or DNS discovery reports (synced, unavailable, a bad member, resolved…), for logs. */
+  readonly onDiscoveryEvent?: (event: EtcdDiscoveryEvent | DnsDiscoveryEvent, cluster: string) => void;
   readonly onFrontEvent?: (message: string, fields?: Record<string, unknown>, level?: "debug") => void;
   readonly onConnection?: (delta: 1 | -1) => void;
 }
@@ -149,7 +150,7 @@ class Cluster implements CallTarget {
   readonly channel: Channel<FrameBackend>;
   readonly throttle: RetryThrottle;
   forward: ForwardOptions;
-  readonly #discovery: StaticDiscovery | EtcdDiscovery;
+  readonly #discovery: StaticDiscovery | EtcdDiscovery | DnsDiscovery;
   /** Calls routed here and not finished. */
   #open = 0;
   #retiring: (() => void) | undefined;
@@ -165,19 +166,22 @@ class Cluster implements CallTarget {
     this.options = options;
     this.throttle = throttle;
     const onDiscoveryEvent = o.onDiscoveryEvent;
+    const d = options.discovery;
+    const onDiscovery = onDiscoveryEvent
+      ? { onEvent: (e: EtcdDiscoveryEvent | DnsDiscoveryEvent) => onDiscoveryEvent(e, name) }
+      : {};
     this.#discovery =
-      options.discovery === undefined
+      d === undefined
         ? new StaticDiscovery(options.backends)
-        : new EtcdDiscovery({
-            target: options.discovery,
-            ...(onDiscoveryEvent ? { onEvent: (e: EtcdDiscoveryEvent) => onDiscoveryEvent(e, name) } : {}),
-          });
+        : d.kind === "etcd"
+          ? new EtcdDiscovery({ target: d, ...onDiscovery })
+          : new DnsDiscovery({ target: d, ...onDiscovery });
     const orcaOptions = orcaOf(options);
     const onEvent = o.onChannelEvent;
     this.channel = new Channel({
       name,
       discovery: this.#discovery,
-      target: options.discovery === undefined ? "static" : formatEtcdTarget(options.discovery),
+      target: d === undefined ? "static" : formatDiscoveryTarget(d),
       policy: options.policy,
       deps,
       createConnection: (link) => new FrameBackend({ ...o.connection, ...link }),
@@ -266,7 +270,7 @@ function orcaOf(c: ClusterOptions): OrcaClientOptions | undefined {
  */
 function channelKey(c: ClusterOptions): string {
   return JSON.stringify({
-    discovery: c.discovery === undefined ? null : formatEtcdTarget(c.discovery),
+    discovery: c.discovery === undefined ? null : formatDiscoveryTarget(c.discovery),
     healthCheck: c.healthCheck ?? null,
     outlierDetection: c.outlierDetection ?? null,
     orca: orcaOf(c) ?? null,

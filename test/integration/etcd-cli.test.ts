@@ -4,6 +4,9 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { after, afterEach, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { parseAddress } from "../../src/core/endpoint.ts";
+import { EtcdRegistration } from "../../src/discovery/etcd-registration.ts";
+import { parseEtcdHosts } from "../../src/discovery/etcd-target.ts";
 import { createDemoClient } from "../support/demo-client.ts";
 import { type EchoBackend, EchoClient, startEchoBackend, waitFor } from "../support/echo-backend.ts";
 import { type EtcdServer, startEtcd } from "../support/etcd-server.ts";
@@ -20,7 +23,10 @@ const OUTAGE_MS = Number(process.env["ROSTER_ETCD_OUTAGE_MS"] ?? 30_000);
 describe("flags of the etcd commands", () => {
   const cases: Array<[string[], RegExp]> = [
     [["lb", "--discovery", "etcd://127.0.0.1:2379"], /--discovery: .*has no key prefix/],
-    [["lb", "--discovery", "consul://x:1/p"], /--discovery: .*the only discovery scheme/],
+    [
+      ["lb", "--discovery", "consul://x:1/p"],
+      /--discovery: .*is not etcd:\/\/HOST:PORT\/PREFIX or dns:\/\/NAME:PORT/,
+    ],
     [["lb", "--discovery", "etcd://127.0.0.1:99999/p"], /--discovery: .*above 65535/],
     [["register", "--etcd", "127.0.0.1:1", "--prefix", "p", "--address", "nohost"], /--address: "nohost"/],
     [
@@ -309,6 +315,51 @@ describe("roster lb, register and serve with a real etcd", () => {
     assert.equal(await s2.exited, 0);
     lb.child.kill("SIGTERM");
     assert.equal(await lb.exited, 0);
+  });
+
+  it("three balancers on one prefix each route to a new member soon after it registers (8 rounds)", {
+    timeout: 90_000,
+  }, async () => {
+    const extra = await Promise.all(Array.from({ length: 8 }, (_, i) => startEchoBackend({ id: `n${i}` })));
+    const base = new EtcdRegistration({
+      target: { hosts: parseEtcdHosts(etcd.endpoint, "etcd"), prefix: "cli4/echo" },
+      address: parseAddress(a.address, "a"),
+    });
+    await base.start();
+    const lbs = await Promise.all([0, 1, 2].map(() => startLbProcess(etcd, "cli4/echo")));
+    const clients = lbs.map((lb) => new EchoClient(lb.listen));
+    const loads = clients.map((c) =>
+      load(async () => (await c.echo({ message: "x" }, { deadlineMs: 10_000 })).served_by, 2),
+    );
+    await waitFor(() => loads.every((l) => l.ok() > 10), 10_000, "calls through every balancer");
+    const regs: EtcdRegistration[] = [];
+    const delays: number[] = [];
+    for (const backend of extra) {
+      const reg = new EtcdRegistration({
+        target: { hosts: parseEtcdHosts(etcd.endpoint, "etcd"), prefix: "cli4/echo" },
+        address: parseAddress(backend.address, backend.id),
+      });
+      regs.push(reg);
+      await reg.start();
+      const at = Date.now();
+      await waitFor(
+        () => loads.every((l) => l.servedBy.some((s) => s.by === backend.id)),
+        5000,
+        `every balancer routing to ${backend.id}`,
+      );
+      for (const l of loads) delays.push(l.servedBy.find((s) => s.by === backend.id)!.at - at);
+    }
+    delays.sort((x, y) => x - y);
+    console.log(
+      `membership change → each of 3 balancers routing to the new member (${delays.length} samples): median ${delays[Math.floor(delays.length / 2)]} ms, max ${delays.at(-1)} ms`,
+    );
+    await Promise.all(loads.map((l) => l.stop()));
+    for (const l of loads) assert.deepEqual(l.failures, []);
+    for (const c of clients) c.close();
+    await Promise.all([base, ...regs].map((r) => r.close()));
+    for (const lb of lbs) lb.child.kill("SIGTERM");
+    for (const lb of lbs) assert.equal(await lb.exited, 0);
+    await Promise.all(extra.map((x) => x.close()));
   });
 
   it(`etcd stopped for ${OUTAGE_MS / 1000} s under load: 0 failed calls, the lb keeps routing, and follows etcd again on its return`, {
