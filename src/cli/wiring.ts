@@ -64,7 +64,6 @@ export function lbHooks(log: Logger, metrics: ProxyMetrics): LbHooks {
           break;
         }
         case "bad-member":
-        case "bad-member":
           log.warn(
             { cluster, discovery: event.target, key: event.key, error: event.error },
             `${where}etcd key ${event.key} is not a member record (${event.error}); left out`,
