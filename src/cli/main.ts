@@ -37,6 +37,10 @@ program
     "backends from etcd or DNS instead, followed live: etcd://HOST:PORT/PREFIX (members registered by roster serve --etcd or roster register) or dns://NAME:PORT[?refreshMs=N] (A/AAAA records, re-resolved every 30 s)",
   )
   .option(
+    "--settings <url>",
+    "live settings: etcd://HOST:PORT/KEY holding a YAML/JSON document of the config file's schema (policy, routes, clusters…), applied on every change; a bad one is refused and the last good kept",
+  )
+  .option(
     "-p, --policy <name>",
     "load-balancing policy: least_request (default), round_robin, pick_first, peak_ewma, weighted_round_robin (weights from ORCA load reports), resume (résumé affinity; its classifier is set in --config); ring_hash needs --config for its hashKey",
   )

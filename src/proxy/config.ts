@@ -6,6 +6,7 @@ import { type Address, type Endpoint, parseAddress, staticEndpoint } from "../co
 import { ConfigError } from "../core/errors.ts";
 import { type OutlierDetectionConfig, parseOutlierConfig } from "../core/health/outlier-detection.ts";
 import { parseRetryThrottleConfig, type RetryThrottleConfig } from "../core/retry-throttle.ts";
+import { type EtcdKeyTarget, parseEtcdKeyUrl } from "../discovery/etcd-key.ts";
 import { type DiscoveryTarget, parseDiscoveryUrl } from "../discovery/target.ts";
 import { defaultHealthCheck } from "../health/grpc-health.ts";
 import { type ClassifierConfig, createClassifier, parseClassifierConfig } from "./classify.ts";
@@ -66,6 +67,8 @@ export const lbConfigSchema = z.strictObject({
   backends: z.array(backendSchema).optional(),
   /** etcd://HOST:PORT/PREFIX or dns://NAME:PORT: the cluster "default"'s members instead of `backends`. */
   discovery: z.string().optional(),
+  /** etcd://HOST:PORT/KEY: live settings, a document of this schema overlaid on the file and flags. */
+  settings: z.string().optional(),
   limits: z
     .strictObject({
       maxConcurrentStreams: positiveInt.optional(),
@@ -176,6 +179,8 @@ export interface LbConfig {
   exposeBackend: boolean;
   backend: { keepaliveMs: number; keepaliveTimeoutMs: number; connectTimeoutMs: number; maxSessions: number };
   logLevel: string;
+  /** Where live settings are watched (etcd-key.ts); undefined: none. */
+  settings: EtcdKeyTarget | undefined;
 }
 
 export const defaultListen = "127.0.0.1:50051";
@@ -268,6 +273,7 @@ export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, wh
       maxSessions: raw.backend?.maxSessions ?? 8,
     },
     logLevel: raw.log?.level ?? "info",
+    settings: raw.settings === undefined ? undefined : parseEtcdKeyUrl(raw.settings, at("settings")),
   };
 }
 

@@ -5,6 +5,7 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { after, afterEach, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parseAddress } from "../../src/core/endpoint.ts";
+import { createEtcdClient } from "../../src/discovery/etcd-client.ts";
 import { EtcdRegistration } from "../../src/discovery/etcd-registration.ts";
 import { parseEtcdHosts } from "../../src/discovery/etcd-target.ts";
 import { createDemoClient } from "../support/demo-client.ts";
@@ -360,6 +361,91 @@ describe("roster lb, register and serve with a real etcd", () => {
     for (const lb of lbs) lb.child.kill("SIGTERM");
     for (const lb of lbs) assert.equal(await lb.exited, 0);
     await Promise.all(extra.map((x) => x.close()));
+  });
+
+  it("live settings under a watched key: a change applies live, a bad one is refused (the last good kept, the error in /status and the log)", {
+    timeout: 60_000,
+  }, async () => {
+    const key = "cli5/lb-settings";
+    const lb = spawnCli([
+      "lb",
+      "--backend",
+      a.address,
+      "--backend",
+      b.address,
+      "--settings",
+      `etcd://${etcd.endpoint}/${key}`,
+      "--listen",
+      "127.0.0.1:0",
+      "--admin",
+      "127.0.0.1:0",
+    ]);
+    const { listen, admin } = JSON.parse(await lb.waitLine(/listening on/)) as {
+      listen: string;
+      admin: string;
+    };
+    type Status = {
+      policy: string;
+      settings: { applied: string | null; refused?: { revision: string; error: string } };
+    };
+    const status = async () => (await (await fetch(`http://${admin}/status`)).json()) as Status;
+    const client = new EchoClient(listen);
+    /** Who served 40 calls made 4 at a time. */
+    const servers = async () => {
+      const by = new Set<string>();
+      for (let i = 0; i < 10; i++)
+        for (const r of await Promise.all(
+          [0, 1, 2, 3].map(() => client.echo({ message: "x" }, { deadlineMs: 5000 })),
+        ))
+          by.add(r.served_by);
+      return [...by].sort();
+    };
+    const until = async (what: string, check: (s: Status) => boolean) => {
+      // Bounded: 50 polls of 100 ms.
+      for (let i = 0; i < 50; i++) {
+        if (check(await status())) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(
+        `timed out waiting for ${what}: ${JSON.stringify(await status())}\n${lb.lines.join("\n")}`,
+      );
+    };
+    const etcdClient = createEtcdClient(parseEtcdHosts(etcd.endpoint, "etcd"), 3000);
+    try {
+      assert.equal((await status()).policy, "least_request");
+      assert.deepEqual(await servers(), ["a", "b"]);
+
+      await etcdClient.put(key).value("policy: pick_first\n");
+      await until("pick_first applied", (s) => s.policy === "pick_first" && s.settings.applied !== null);
+      assert.equal((await servers()).length, 1, "pick_first: one backend takes every call");
+
+      await etcdClient.put(key).value("policy: fastest\n");
+      await until("the bad value refused", (s) => s.settings.refused !== undefined);
+      const refused = (await status()).settings.refused!;
+      assert.match(refused.error, /^etcd cli5\/lb-settings: policy: unknown policy "fastest"/);
+      assert.equal((await status()).policy, "pick_first", "the last good settings stay");
+      assert.equal((await servers()).length, 1);
+      await lb.waitLine(/refused, keeping the previous settings/);
+
+      await etcdClient.put(key).value('{"policy": "round_robin"}');
+      await until(
+        "round_robin applied",
+        (s) => s.policy === "round_robin" && s.settings.refused === undefined,
+      );
+      assert.deepEqual(await servers(), ["a", "b"]);
+
+      // Deleted: back to the flags' settings.
+      await etcdClient.delete().key(key);
+      await until(
+        "the flags' policy back",
+        (s) => s.policy === "least_request" && s.settings.applied === null,
+      );
+    } finally {
+      etcdClient.close();
+      client.close();
+    }
+    lb.child.kill("SIGTERM");
+    assert.equal(await lb.exited, 0);
   });
 
   it(`etcd stopped for ${OUTAGE_MS / 1000} s under load: 0 failed calls, the lb keeps routing, and follows etcd again on its return`, {
