@@ -144,6 +144,26 @@ describe("roster lb membership from etcd", () => {
     });
   });
 
+  it("takes the live settings key, and names the field of a bad one", () => {
+    assert.deepEqual(load("backends: [x:1]\nsettings: etcd://127.0.0.1:2379/roster/lb\n").settings, {
+      hosts: ["http://127.0.0.1:2379"],
+      key: "roster/lb",
+    });
+    assert.equal(load("backends: [x:1]\n").settings, undefined);
+    for (const [yaml, re] of [
+      ["backends: [x:1]\nsettings: etcd://127.0.0.1:2379/\n", /^roster\.yaml: settings: .*names no key/],
+      [
+        "backends: [x:1]\nsettings: http://h:1/k\n",
+        /^roster\.yaml: settings: .*is not etcd:\/\/HOST:PORT\/KEY/,
+      ],
+    ] as const)
+      assert.throws(
+        () => load(yaml),
+        (err: Error) => re.test(err.message),
+        yaml,
+      );
+  });
+
   it("names the field of a bad discovery URL, and refuses discovery beside backends", () => {
     const cases: Array<[string, RegExp]> = [
       ["discovery: etcd://h:1\n", /^roster\.yaml: discovery: "etcd:\/\/h:1" has no key prefix/],
