@@ -2,15 +2,21 @@
 // CLI in child processes), against a real etcd (Debian's etcd-server) started here on loopback ports.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
 import { parseAddress } from "../../src/core/endpoint.ts";
+import { SKILL_METRIC_PREFIX } from "../../src/core/skills.ts";
 import { createEtcdClient } from "../../src/discovery/etcd-client.ts";
 import { EtcdRegistration } from "../../src/discovery/etcd-registration.ts";
 import { parseEtcdHosts } from "../../src/discovery/etcd-target.ts";
 import { createDemoClient } from "../support/demo-client.ts";
 import { type EchoBackend, EchoClient, startEchoBackend, waitFor } from "../support/echo-backend.ts";
 import { type EtcdServer, startEtcd } from "../support/etcd-server.ts";
+import { startOrcaBackend } from "../support/orca-backend.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const cli = ["--import", "tsx", "src/cli/main.ts"];
@@ -446,6 +452,86 @@ describe("roster lb, register and serve with a real etcd", () => {
     }
     lb.child.kill("SIGTERM");
     assert.equal(await lb.exited, 0);
+  });
+
+  it("two balancers on one prefix, each with its own ORCA stream to every worker, send each class to the same skilled worker", {
+    timeout: 60_000,
+  }, async () => {
+    // Four workers, each reporting a résumé skilled in one class (what a roster serve worker learns).
+    const workers = await Promise.all(
+      [0, 1, 2, 3].map((i) =>
+        startOrcaBackend({ id: `w${i}`, report: { namedMetrics: { [`${SKILL_METRIC_PREFIX}t${i}`]: 100 } } }),
+      ),
+    );
+    const regs = workers.map(
+      (w) =>
+        new EtcdRegistration({
+          target: { hosts: parseEtcdHosts(etcd.endpoint, "etcd"), prefix: "cli6/workers" },
+          address: parseAddress(w.address, w.id),
+        }),
+    );
+    await Promise.all(regs.map((r) => r.start()));
+    const dir = mkdtempSync(join(tmpdir(), "roster-etcd-"));
+    const config = join(dir, "lb.yaml");
+    writeFileSync(
+      config,
+      `listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\ndiscovery: etcd://${etcd.endpoint}/cli6/workers\npolicy: resume\nclassifier: { header: x-tenant }\n`,
+    );
+    const lbs = await Promise.all(
+      [0, 1].map(async () => {
+        const lb = spawnCli(["lb", "--config", config]);
+        return {
+          ...lb,
+          ...(JSON.parse(await lb.waitLine(/listening on/)) as { listen: string; admin: string }),
+        };
+      }),
+    );
+    const clients = lbs.map((lb) => new EchoClient(lb.listen));
+    try {
+      // Each balancer hears every worker's résumé on a stream of its own.
+      await waitFor(() => workers.every((w) => w.orca().streams >= 2), 10_000, "two ORCA streams per worker");
+      // Bounded: until each balancer has read a résumé from every worker.
+      for (const lb of lbs)
+        for (let i = 0; i < 100; i++) {
+          const st = (await (await fetch(`http://${lb.admin}/status`)).json()) as {
+            backends: Array<{ orca?: { classes: number } }>;
+          };
+          if (st.backends.length === 4 && st.backends.every((x) => (x.orca?.classes ?? 0) > 0)) break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      // 50 calls of each class through each balancer, 4 at a time.
+      const placed = new Map<string, Map<string, number>>(); // "lb/class" → worker → calls
+      for (const [n, client] of clients.entries())
+        for (const t of [0, 1, 2, 3]) {
+          const counts = new Map<string, number>();
+          const metadata = new grpc.Metadata();
+          metadata.set("x-tenant", `t${t}`);
+          for (let round = 0; round < 13; round++) {
+            const replies = await Promise.all(
+              [0, 1, 2, 3].map(() => client.echo({ message: "x" }, { deadlineMs: 5000, metadata })),
+            );
+            for (const r of replies) counts.set(r.served_by, (counts.get(r.served_by) ?? 0) + 1);
+          }
+          placed.set(`lb${n}/t${t}`, counts);
+        }
+      const detail = JSON.stringify(
+        Object.fromEntries([...placed].map(([k, m]) => [k, Object.fromEntries(m)])),
+      );
+      for (const [where, counts] of placed) {
+        const t = where.split("/")[1]!.slice(1);
+        const total = [...counts.values()].reduce((x, y) => x + y, 0);
+        const onSkilled = counts.get(`w${t}`) ?? 0;
+        assert.ok(onSkilled / total >= 0.9, `${where}: ${onSkilled}/${total} on w${t}; all: ${detail}`);
+      }
+      console.log(`classes by balancer: ${detail}`);
+    } finally {
+      for (const c of clients) c.close();
+      for (const lb of lbs) lb.child.kill("SIGTERM");
+      for (const lb of lbs) await lb.exited;
+      await Promise.all(regs.map((r) => r.close()));
+      await Promise.all(workers.map((w) => w.close()));
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it(`etcd stopped for ${OUTAGE_MS / 1000} s under load: 0 failed calls, the lb keeps routing, and follows etcd again on its return`, {
