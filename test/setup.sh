@@ -21,6 +21,8 @@ need=""
 /usr/bin/python3 -c "import hpack" 2>/dev/null || need="$need python3-hpack"
 # bench-report: roster bench's HTML report is opened in headless Chromium.
 [ -x /usr/bin/chromium ] || need="$need chromium"
+# etcd discovery and registration: a real etcd server, started by the tests on loopback ports.
+[ -x /usr/bin/etcd ] || need="$need etcd-server"
 
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

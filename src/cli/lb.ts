@@ -2,6 +2,8 @@ import { readFileSync, watch } from "node:fs";
 import { formatAddress } from "../core/endpoint.ts";
 import { ConfigError } from "../core/errors.ts";
 import { createDefaultRegistry } from "../core/policies/registry.ts";
+import { EtcdKeyWatcher, formatEtcdKeyTarget } from "../discovery/etcd-key.ts";
+import { formatDiscoveryTarget } from "../discovery/target.ts";
 import { createLogger, type Logger } from "../observe/log.ts";
 import { createProxyMetrics } from "../observe/metrics.ts";
 import {
@@ -20,14 +22,38 @@ export interface LbFlags {
   config?: string;
   listen?: string;
   backend?: string[];
+  discovery?: string;
+  settings?: string;
   policy?: string;
   admin?: string;
   logLevel?: string;
   exposeBackend?: boolean;
 }
 
-/** File settings overlaid with flags (flags win), validated; throws ConfigError naming file or flag. */
-export function loadLbConfig(flags: LbFlags): LbConfig {
+/** Live settings: the text of the watched key, and its name for errors ("etcd KEY"). */
+export interface LiveSettings {
+  readonly text: string;
+  readonly where: string;
+}
+
+/**
+ * File settings overlaid with flags (flags win), validated; throws ConfigError naming file or flag.
+ * With `live`, that document (same schema) is overlaid last and the result validated again; its errors
+ * name `live.where`.
+ */
+export function loadLbConfig(flags: LbFlags, live?: LiveSettings): LbConfig {
+  const base = loadBase(flags);
+  if (live === undefined) return base.config;
+  const fromLive = parseLbConfigText(live.text, live.where);
+  if (fromLive.settings !== undefined)
+    throw new ConfigError(`${live.where}: settings`, "cannot be set from the live settings themselves");
+  const overlaid = { ...base.merged, ...fromLive };
+  if (fromLive.backends !== undefined) delete overlaid.discovery;
+  if (fromLive.discovery !== undefined) delete overlaid.backends;
+  return resolveLbConfig(overlaid, createDefaultRegistry(), live.where);
+}
+
+function loadBase(flags: LbFlags): { config: LbConfig; merged: RawLbConfig } {
   const file = flags.config;
   const fromFile: RawLbConfig = file === undefined ? {} : parseLbConfigText(readConfigFile(file), file);
   const fromFlags = validateRaw(
@@ -36,6 +62,8 @@ export function loadLbConfig(flags: LbFlags): LbConfig {
       ...(flags.admin !== undefined ? { admin: flags.admin } : {}),
       ...(flags.policy !== undefined ? { policy: flags.policy } : {}),
       ...(flags.backend !== undefined ? { backends: flags.backend } : {}),
+      ...(flags.discovery !== undefined ? { discovery: flags.discovery } : {}),
+      ...(flags.settings !== undefined ? { settings: flags.settings } : {}),
       ...(flags.logLevel !== undefined ? { log: { level: flags.logLevel } } : {}),
       ...(flags.exposeBackend ? { exposeBackend: true } : {}),
     },
@@ -45,14 +73,30 @@ export function loadLbConfig(flags: LbFlags): LbConfig {
   if (
     fromFile.backends === undefined &&
     fromFlags.backends === undefined &&
+    fromFile.discovery === undefined &&
+    fromFlags.discovery === undefined &&
     fromFile.clusters === undefined
   ) {
     throw new ConfigError(
       where === "flags" ? "--backend" : `${where}: backends`,
-      "at least one backend is needed",
+      "at least one backend is needed (or --discovery etcd://HOST:PORT/PREFIX)",
     );
   }
-  return resolveLbConfig({ ...fromFile, ...fromFlags }, createDefaultRegistry(), where);
+  const merged = { ...fromFile, ...fromFlags };
+  // A flag replaces the file's membership of the cluster "default", whichever kind it is.
+  if (fromFlags.backends !== undefined) delete merged.discovery;
+  if (fromFlags.discovery !== undefined) delete merged.backends;
+  const fieldsFrom = fromFlags.backends !== undefined || fromFlags.discovery !== undefined ? "flags" : where;
+  try {
+    return { config: resolveLbConfig(merged, createDefaultRegistry(), where), merged };
+  } catch (err) {
+    // Name the flag, not "FILE: discovery", when the URL came from --discovery.
+    if (err instanceof ConfigError && fieldsFrom === "flags" && err.field === `${where}: discovery`)
+      throw new ConfigError("--discovery", err.detail);
+    if (err instanceof ConfigError && flags.settings !== undefined && err.field === `${where}: settings`)
+      throw new ConfigError("--settings", err.detail);
+    throw err;
+  }
 }
 
 /** "cluster beta: " in log messages, nothing for the cluster "default" (one-cluster setups read as before). */
@@ -119,7 +163,12 @@ function restartOnly(c: LbConfig): Record<string, unknown> {
 
 function backendsOf(config: LbConfig): Record<string, string[]> {
   return Object.fromEntries(
-    [...config.clusters].map(([name, c]) => [name, c.backends.map((b) => formatAddress(b.address))]),
+    [...config.clusters].map(([name, c]) => [
+      name,
+      c.discovery !== undefined
+        ? [formatDiscoveryTarget(c.discovery)]
+        : c.backends.map((b) => formatAddress(b.address)),
+    ]),
   );
 }
 
@@ -148,12 +197,20 @@ export async function runLb(flags: LbFlags): Promise<void> {
       ? {}
       : { policy: c.policy.name, ...(c.classifier !== undefined ? { classifier: c.classifier } : {}) };
   };
+  /** Live settings: where, the revision applied, and the last refusal (shown in /status). */
+  let settingsStatus: Record<string, unknown> | undefined =
+    config.settings === undefined
+      ? undefined
+      : { source: formatEtcdKeyTarget(config.settings), applied: null };
   const admin = await observeLb(
     lb,
     metrics,
     log,
     config.admin,
-    () => clusterInfo(lb.channel.name),
+    () => ({
+      ...clusterInfo(lb.channel.name),
+      ...(settingsStatus !== undefined ? { settings: settingsStatus } : {}),
+    }),
     clusterInfo,
   );
   log.info(
@@ -161,13 +218,40 @@ export async function runLb(flags: LbFlags): Promise<void> {
       listen: lb.server.address,
       admin: admin?.address,
       policy: config.clusters.get(lb.channel.name)?.policy.name,
-      backends: config.clusters.get(lb.channel.name)?.backends.map((b) => formatAddress(b.address)),
+      backends: backendsOf(config)[lb.channel.name],
       ...(config.clusters.size > 1 || config.routing.routes.length > 0
         ? { clusters: backendsOf(config), routes: config.routing.routes.map(describeRoute) }
         : {}),
     },
     `roster lb listening on ${lb.server.address}`,
   );
+
+  /** The live settings applied last (re-applied over the file on every reload). */
+  let live: LiveSettings | undefined;
+  /** Applies a validated config: clusters and routes now; restart-only settings are reported. */
+  const apply = (next: LbConfig, why: string) => {
+    const report = lb.reconfigure(lbClusters(next));
+    const before = restartOnly(config);
+    const after = restartOnly(next);
+    const needRestart = Object.keys(after).filter(
+      (k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]),
+    );
+    config = next;
+    log.info(
+      {
+        clusters: backendsOf(next),
+        routes: next.routing.routes.map(describeRoute),
+        ...(next.routing.defaultCluster !== undefined
+          ? { defaultCluster: next.routing.defaultCluster }
+          : { noRoute: next.routing.noRoute }),
+        ...report,
+        ...(needRestart.length > 0 ? { restartNeeded: needRestart } : {}),
+      },
+      `${why}: config reloaded`,
+    );
+    if (needRestart.length > 0)
+      log.warn(`${why}: ${needRestart.join(", ")} changed; that applies after a restart`);
+  };
 
   // Live reload of clusters and routes: SIGHUP, or the config file changing. A bad file keeps the old config.
   const reload = (why: string) => {
@@ -176,32 +260,60 @@ export async function runLb(flags: LbFlags): Promise<void> {
       return;
     }
     try {
-      const next = loadLbConfig(flags);
-      const report = lb.reconfigure(lbClusters(next));
-      const before = restartOnly(config);
-      const after = restartOnly(next);
-      const needRestart = Object.keys(after).filter(
-        (k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]),
-      );
-      config = next;
-      log.info(
-        {
-          clusters: backendsOf(next),
-          routes: next.routing.routes.map(describeRoute),
-          ...(next.routing.defaultCluster !== undefined
-            ? { defaultCluster: next.routing.defaultCluster }
-            : { noRoute: next.routing.noRoute }),
-          ...report,
-          ...(needRestart.length > 0 ? { restartNeeded: needRestart } : {}),
-        },
-        `${why}: config reloaded`,
-      );
-      if (needRestart.length > 0)
-        log.warn(`${why}: ${needRestart.join(", ")} changed; that applies after a restart`);
+      apply(loadLbConfig(flags, live), why);
     } catch (err) {
       log.error({ error: (err as Error).message }, `${why}: config rejected, keeping the previous one`);
     }
   };
+
+  // Live settings from an etcd key: each new value is validated as a config file is and applied, or
+  // refused (logged, shown in /status) with the last good settings kept. A deleted key falls back to the
+  // file and flags. While etcd is unreachable the settings in force stay.
+  const settingsTarget = config.settings;
+  const settingsAbort = new AbortController();
+  const settingsWatcher =
+    settingsTarget === undefined
+      ? undefined
+      : new EtcdKeyWatcher(settingsTarget, {
+          onEvent: (e) => {
+            if (e.kind === "unavailable")
+              log.warn(
+                { error: e.error, retryInMs: e.retryInMs },
+                `live settings: etcd unreachable; keeping the settings in force`,
+              );
+          },
+        });
+  if (settingsTarget !== undefined && settingsWatcher !== undefined) {
+    const where = `etcd ${settingsTarget.key}`;
+    let seen: string | undefined;
+    void (async () => {
+      for await (const kv of settingsWatcher.watch(settingsAbort.signal)) {
+        // The same revision again (a re-read after a reconnection) changes nothing.
+        if (kv.revision === seen) continue;
+        seen = kv.revision;
+        const candidate = kv.value === undefined ? undefined : { text: kv.value, where };
+        const source = formatEtcdKeyTarget(settingsTarget);
+        try {
+          const next = loadLbConfig(flags, candidate);
+          live = candidate;
+          apply(
+            next,
+            kv.value === undefined
+              ? `live settings: ${where} is absent`
+              : `live settings: ${where} revision ${kv.revision}`,
+          );
+          settingsStatus = { source, applied: kv.value === undefined ? null : kv.revision };
+        } catch (err) {
+          const error = (err as Error).message;
+          log.error(
+            { error, revision: kv.revision },
+            `live settings: ${where} revision ${kv.revision} refused, keeping the previous settings`,
+          );
+          settingsStatus = { ...settingsStatus, source, refused: { revision: kv.revision, error } };
+        }
+      }
+    })();
+  }
   process.on("SIGHUP", () => reload("SIGHUP"));
   let debounce: NodeJS.Timeout | undefined;
   const watcher =
@@ -222,6 +334,8 @@ export async function runLb(flags: LbFlags): Promise<void> {
       "draining: no new connections, open calls finish",
     );
     watcher?.close();
+    settingsAbort.abort();
+    settingsWatcher?.close();
     await lb.close(10_000);
     await admin?.close();
     log.info("stopped");

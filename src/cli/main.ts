@@ -3,6 +3,7 @@ import { ConfigError } from "../core/errors.ts";
 import { registerBenchCommand } from "./bench.ts";
 import { runDemo } from "./demo.ts";
 import { runLb } from "./lb.ts";
+import { runRegister } from "./register.ts";
 import { runServe } from "./serve.ts";
 
 /**
@@ -32,6 +33,14 @@ program
   )
   .option("-b, --backend <address>", "a backend HOST:PORT or unix:PATH; repeat for each backend", collect)
   .option(
+    "--discovery <url>",
+    "backends from etcd or DNS instead, followed live: etcd://HOST:PORT/PREFIX (members registered by roster serve --etcd or roster register) or dns://NAME:PORT[?refreshMs=N] (A/AAAA records, re-resolved every 30 s)",
+  )
+  .option(
+    "--settings <url>",
+    "live settings: etcd://HOST:PORT/KEY holding a YAML/JSON document of the config file's schema (policy, routes, clusters…), applied on every change; a bad one is refused and the last good kept",
+  )
+  .option(
     "-p, --policy <name>",
     "load-balancing policy: least_request (default), round_robin, pick_first, peak_ewma, weighted_round_robin (weights from ORCA load reports), resume (résumé affinity; its classifier is set in --config); ring_hash needs --config for its hashKey",
   )
@@ -44,6 +53,7 @@ program
 Examples:
   roster lb --listen 127.0.0.1:50051 --backend 127.0.0.1:50061 --backend 127.0.0.1:50062
   roster lb --config roster.yaml --admin 127.0.0.1:9901
+  roster lb --discovery etcd://127.0.0.1:2379/services/echo
 
 Signals: SIGHUP re-reads the config file (also re-read when it changes); SIGTERM/SIGINT drain and exit.`,
   )
@@ -84,14 +94,51 @@ program
     count("--history"),
   )
   .option("--log-level <level>", "trace, debug, info (default), warn, error, silent")
+  .option("--etcd <hosts>", "register the front address in etcd: HOST:PORT[,HOST:PORT…] (needs --prefix)")
+  .option("--prefix <prefix>", "etcd key prefix to register under (balancers use etcd://HOST:PORT/PREFIX)")
+  .option("--advertise <address>", "the address registered in etcd (default: --listen)")
+  .option("--weight <w>", "weight registered in etcd (default 1)")
+  .option("--label <key=value>", "a label registered in etcd; repeat for each", collect)
+  .option("--lease-ttl <seconds>", "etcd lease TTL: how long a dead server stays registered (default 10)")
+  .option("--app-version <text>", "version text registered in etcd (shown as the label version)")
+  .option(
+    "--deregister-delay <ms>",
+    "on drain, time between leaving etcd and closing the listener, for balancers to follow (default 1000)",
+  )
   .addHelpText(
     "after",
     `
-Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP restarts workers one at a time (no failed call);
+Signals: SIGTERM/SIGINT drain and exit 0 (with --etcd: deregister first); SIGHUP restarts workers one at a time (no failed call);
 SIGTTIN adds a worker; SIGTTOU removes one gracefully (its open calls finish; never below 1).`,
   )
   .action(async (module: string, options) => {
     await runServe(module, options);
+  });
+
+program
+  .command("register")
+  .description(
+    "keep a backend registered in etcd while this runs (a sidecar for backends that are not roster serve)",
+  )
+  .requiredOption("--etcd <hosts>", "etcd HOST:PORT[,HOST:PORT…]")
+  .requiredOption("--prefix <prefix>", "key prefix (balancers use etcd://HOST:PORT/PREFIX)")
+  .requiredOption("--address <address>", "the backend's HOST:PORT or unix:PATH, as balancers reach it")
+  .option("--weight <w>", "relative weight (default 1)")
+  .option("--label <key=value>", "a label; repeat for each", collect)
+  .option("--lease-ttl <seconds>", "lease TTL: how long the key outlives this process if killed (default 10)")
+  .option("--app-version <text>", "version text (shown as the label version)")
+  .option("--log-level <level>", "trace, debug, info (default), warn, error, silent")
+  .addHelpText(
+    "after",
+    `
+Example:
+  roster register --etcd 127.0.0.1:2379 --prefix services/echo --address 10.0.0.7:50061 --label zone=a
+
+Prints "REGISTERED <key>" once the key is written. SIGTERM/SIGINT deregister (the key goes at once) and
+exit 0; if this process is killed, the key goes when its lease expires.`,
+  )
+  .action(async (options) => {
+    await runRegister(options);
   });
 
 program

@@ -1,13 +1,18 @@
 import { parseAddress } from "../core/endpoint.ts";
 import { ConfigError } from "../core/errors.ts";
 import { createDefaultRegistry } from "../core/policies/registry.ts";
+import { sleep } from "../discovery/etcd-client.ts";
+import { EtcdRegistration } from "../discovery/etcd-registration.ts";
 import { createLogger } from "../observe/log.ts";
 import { createProxyMetrics } from "../observe/metrics.ts";
 import { type ClassifierConfig, parseClassifierConfig } from "../proxy/classify.ts";
 import { ServeStartError, serve } from "../server/supervisor.ts";
+import { logRegistration, type RegistrationFlags, registrationFromFlags } from "./register.ts";
 import { lbHooks, observeLb } from "./wiring.ts";
 
-export interface ServeFlags {
+export interface ServeFlags extends RegistrationFlags {
+  advertise?: string;
+  deregisterDelay?: string;
   workers?: number;
   listen?: string;
   admin?: string;
@@ -50,6 +55,17 @@ export async function runServe(module: string, flags: ServeFlags): Promise<void>
   const policy =
     flags.policy === undefined ? undefined : createDefaultRegistry().resolve(flags.policy, {}, "--policy");
   const classifier = flags.classify === undefined ? undefined : classifierFromFlag(flags.classify);
+  // Checked before anything starts; the address is taken again once the listener has its port.
+  const advertised = flags.advertise === undefined ? undefined : parseAddress(flags.advertise, "--advertise");
+  if (flags.advertise !== undefined && flags.etcd === undefined)
+    throw new ConfigError("--advertise", "needs --etcd");
+  registrationFromFlags(flags, advertised ?? listen);
+  const deregisterDelayMs = flags.deregisterDelay === undefined ? 1000 : Number(flags.deregisterDelay);
+  if (!Number.isInteger(deregisterDelayMs) || deregisterDelayMs < 0)
+    throw new ConfigError(
+      "--deregister-delay",
+      `must be a whole number of ms >= 0, got "${flags.deregisterDelay}"`,
+    );
   const log = createLogger({ name: "roster-serve", ...(flags.logLevel ? { level: flags.logLevel } : {}) });
   const metrics = createProxyMetrics();
   let server: Awaited<ReturnType<typeof serve>>;
@@ -123,11 +139,28 @@ export async function runServe(module: string, flags: ServeFlags): Promise<void>
     },
     `roster serve listening on ${server.address} with ${server.workers().length} workers`,
   );
+  const registrationOptions = registrationFromFlags(
+    flags,
+    advertised ?? parseAddress(server.address, "--listen"),
+  );
+  const registration =
+    registrationOptions === undefined
+      ? undefined
+      : new EtcdRegistration({ ...registrationOptions, onEvent: logRegistration(log) });
+  // In the background: serving does not wait for etcd (the registration retries until it is reachable).
+  void registration?.start();
   process.on("SIGHUP", () => void server.reload());
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
+    if (registration !== undefined) {
+      // Leave the membership first, while still accepting: balancers drop this server, and calls they
+      // sent before noticing still land here; then drain.
+      log.info({ signal, key: registration.key }, "draining: leaving etcd first");
+      await registration.close();
+      await sleep(deregisterDelayMs);
+    }
     log.info({ signal }, "draining: health NOT_SERVING, no new connections, open calls finish");
     await server.close();
     await admin?.close();

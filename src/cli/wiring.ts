@@ -8,13 +8,69 @@ import { describeRoute } from "../proxy/routes.ts";
 /** What `roster lb` and `roster serve` both hang on the data path: metrics and log lines. */
 export type LbHooks = Pick<
   LbOptions,
-  "onCallEnd" | "onRetry" | "onChannelEvent" | "onFrontEvent" | "onConnection"
+  "onCallEnd" | "onRetry" | "onChannelEvent" | "onFrontEvent" | "onConnection" | "onDiscoveryEvent"
 >;
 
 export function lbHooks(log: Logger, metrics: ProxyMetrics): LbHooks {
   /** `cluster backend` keys whose failure was logged as a warning. */
   const failing = new Set<string>();
+  /** Clusters whose etcd outage or DNS failure was logged as a warning (the retries log at debug). */
+  const etcdDown = new Set<string>();
   return {
+    onDiscoveryEvent: (event, cluster) => {
+      const where = cluster === "default" ? "" : `cluster ${cluster}: `;
+      switch (event.kind) {
+        case "synced": {
+          const fields = {
+            cluster,
+            discovery: event.target,
+            members: event.members,
+            revision: event.revision,
+          };
+          if (etcdDown.delete(cluster) || event.reconnected)
+            log.info(
+              fields,
+              `${where}etcd is reachable again: membership re-read (${event.members} members)`,
+            );
+          else log.info(fields, `${where}etcd membership read: ${event.members} members`);
+          break;
+        }
+        case "unavailable": {
+          const fields = { cluster, discovery: event.target, error: event.error, retryInMs: event.retryInMs };
+          if (etcdDown.has(cluster)) log.debug(fields, `${where}etcd still unreachable`);
+          else {
+            etcdDown.add(cluster);
+            log.warn(fields, `${where}etcd unreachable: routing on the last-known members; retrying`);
+          }
+          break;
+        }
+        case "resolved":
+          etcdDown.delete(cluster);
+          log.info(
+            { cluster, discovery: event.target, addresses: event.addresses },
+            `${where}${event.target} resolved to ${event.addresses.length} addresses`,
+          );
+          break;
+        case "failed": {
+          const fields = { cluster, discovery: event.target, error: event.error, keeping: event.keeping };
+          if (etcdDown.has(cluster)) log.debug(fields, `${where}${event.target} still not resolving`);
+          else {
+            etcdDown.add(cluster);
+            log.warn(
+              fields,
+              `${where}${event.target} did not resolve (${event.error}); keeping ${event.keeping} addresses`,
+            );
+          }
+          break;
+        }
+        case "bad-member":
+          log.warn(
+            { cluster, discovery: event.target, key: event.key, error: event.error },
+            `${where}etcd key ${event.key} is not a member record (${event.error}); left out`,
+          );
+          break;
+      }
+    },
     onCallEnd: (cluster, backend, code, ms, className) => {
       if (backend === undefined) metrics.callFailedAtBalancer(cluster, code);
       else metrics.callEnded(cluster, backend.key, code, ms / 1000);

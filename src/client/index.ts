@@ -21,6 +21,7 @@ export {
 } from "./create-client.ts";
 export { HedgeDelay, type HedgeDelayConfig } from "./hedge-delay.ts";
 export {
+  ETCD_SCHEME,
   parseStaticTarget,
   type RegisterOptions,
   ROSTER_POLICIES,

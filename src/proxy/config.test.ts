@@ -112,6 +112,87 @@ describe("roster lb config", () => {
   });
 });
 
+describe("roster lb membership from etcd", () => {
+  it("takes discovery instead of backends, at the top level and per cluster", () => {
+    const c = load(
+      "discovery: etcd://127.0.0.1:2379/services/echo\nclusters:\n  billing: { discovery: 'etcd://10.0.0.1:2379,10.0.0.2:2379/billing/' }\n",
+    );
+    const d = c.clusters.get("default")!;
+    assert.deepEqual(d.backends, []);
+    assert.deepEqual(d.discovery, {
+      kind: "etcd",
+      hosts: ["http://127.0.0.1:2379"],
+      prefix: "services/echo",
+    });
+    assert.deepEqual(c.clusters.get("billing")!.discovery, {
+      kind: "etcd",
+      hosts: ["http://10.0.0.1:2379", "http://10.0.0.2:2379"],
+      prefix: "billing",
+    });
+    assert.equal(main("backends: [x:1]\n").discovery, undefined);
+    assert.deepEqual(main("discovery: dns:///app.internal:50051\n").discovery, {
+      kind: "dns",
+      host: "app.internal",
+      port: 50051,
+      refreshMs: 30_000,
+    });
+    assert.deepEqual(main("discovery: 'dns://app:1?refreshMs=500'\n").discovery, {
+      kind: "dns",
+      host: "app",
+      port: 1,
+      refreshMs: 500,
+    });
+  });
+
+  it("takes the live settings key, and names the field of a bad one", () => {
+    assert.deepEqual(load("backends: [x:1]\nsettings: etcd://127.0.0.1:2379/roster/lb\n").settings, {
+      hosts: ["http://127.0.0.1:2379"],
+      key: "roster/lb",
+    });
+    assert.equal(load("backends: [x:1]\n").settings, undefined);
+    for (const [yaml, re] of [
+      ["backends: [x:1]\nsettings: etcd://127.0.0.1:2379/\n", /^roster\.yaml: settings: .*names no key/],
+      [
+        "backends: [x:1]\nsettings: http://h:1/k\n",
+        /^roster\.yaml: settings: .*is not etcd:\/\/HOST:PORT\/KEY/,
+      ],
+    ] as const)
+      assert.throws(
+        () => load(yaml),
+        (err: Error) => re.test(err.message),
+        yaml,
+      );
+  });
+
+  it("names the field of a bad discovery URL, and refuses discovery beside backends", () => {
+    const cases: Array<[string, RegExp]> = [
+      ["discovery: etcd://h:1\n", /^roster\.yaml: discovery: "etcd:\/\/h:1" has no key prefix/],
+      [
+        "discovery: consul://h:1\n",
+        /^roster\.yaml: discovery: .*is not etcd:\/\/HOST:PORT\/PREFIX or dns:\/\/NAME:PORT/,
+      ],
+      ["discovery: dns://h\n", /^roster\.yaml: discovery: .*HOST:PORT/],
+      ["discovery: 'dns://h:1?every=5'\n", /^roster\.yaml: discovery: .*the only option is \?refreshMs/],
+      ["clusters:\n  b: { discovery: 'etcd://h/p' }\n", /^roster\.yaml: clusters\.b\.discovery: .*HOST:PORT/],
+      ["discovery: 7\n", /^roster\.yaml: discovery: /],
+      [
+        "backends: [x:1]\ndiscovery: etcd://h:1/p\n",
+        /^roster\.yaml: discovery: give backends or discovery, not both/,
+      ],
+      [
+        "clusters:\n  b: { backends: [], discovery: 'etcd://h:1/p' }\n",
+        /^roster\.yaml: clusters\.b\.discovery: give/,
+      ],
+    ];
+    for (const [yaml, re] of cases)
+      assert.throws(
+        () => load(yaml),
+        (err: Error) => re.test(err.message),
+        yaml,
+      );
+  });
+});
+
 describe("roster lb clusters and routes", () => {
   const twoClusters = [
     "backends: [127.0.0.1:7001]",
@@ -211,7 +292,7 @@ describe("roster lb clusters and routes", () => {
       ],
       [
         "policy: round_robin\nclusters:\n  a: { backends: [a:1] }\n",
-        /^roster\.yaml: policy: belongs to the top-level backends \(the cluster "default"\), which are not set/,
+        /^roster\.yaml: policy: belongs to the top-level backends or discovery \(the cluster "default"\), neither of which is set/,
       ],
       [
         "clusters:\n  a: { backends: [a:1] }\ndefaultCluster: b\n",

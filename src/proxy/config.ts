@@ -6,6 +6,8 @@ import { type Address, type Endpoint, parseAddress, staticEndpoint } from "../co
 import { ConfigError } from "../core/errors.ts";
 import { type OutlierDetectionConfig, parseOutlierConfig } from "../core/health/outlier-detection.ts";
 import { parseRetryThrottleConfig, type RetryThrottleConfig } from "../core/retry-throttle.ts";
+import { type EtcdKeyTarget, parseEtcdKeyUrl } from "../discovery/etcd-key.ts";
+import { type DiscoveryTarget, parseDiscoveryUrl } from "../discovery/target.ts";
 import { defaultHealthCheck } from "../health/grpc-health.ts";
 import { type ClassifierConfig, createClassifier, parseClassifierConfig } from "./classify.ts";
 import { idempotentPathsFromProtos } from "./idempotency.ts";
@@ -35,7 +37,9 @@ const healthCheckSchema = z.strictObject({
 
 /** A named cluster: the per-cluster subset of the top-level settings. */
 const clusterSchema = z.strictObject({
-  backends: z.array(backendSchema),
+  backends: z.array(backendSchema).optional(),
+  /** etcd://HOST:PORT/PREFIX or dns://NAME:PORT instead of `backends` (checked by parseDiscoveryUrl). */
+  discovery: z.string().optional(),
   policy: policySchema.optional(),
   healthCheck: healthCheckSchema.optional(),
   outlierDetection: z.unknown().optional(),
@@ -61,6 +65,10 @@ export const lbConfigSchema = z.strictObject({
   admin: addressText.optional(),
   policy: policySchema.optional(),
   backends: z.array(backendSchema).optional(),
+  /** etcd://HOST:PORT/PREFIX or dns://NAME:PORT: the cluster "default"'s members instead of `backends`. */
+  discovery: z.string().optional(),
+  /** etcd://HOST:PORT/KEY: live settings, a document of this schema overlaid on the file and flags. */
+  settings: z.string().optional(),
   limits: z
     .strictObject({
       maxConcurrentStreams: positiveInt.optional(),
@@ -136,7 +144,10 @@ export interface ClusterConfig {
   policy: PolicySpec;
   /** The policy's settings as written (validated by `policy`), for live changes. */
   policyOptions: Record<string, unknown>;
+  /** The static backends; empty when `discovery` is set. */
   backends: Endpoint[];
+  /** Membership from etcd or DNS (discovery/); undefined: the static `backends`. */
+  discovery: DiscoveryTarget | undefined;
   /** Active grpc.health.v1 checks; undefined when off (the default). */
   healthCheck: { service: string; intervalMs: number; timeoutMs: number } | undefined;
   /** Passive outlier ejection (gRFC A50); undefined when off (the default). */
@@ -168,6 +179,8 @@ export interface LbConfig {
   exposeBackend: boolean;
   backend: { keepaliveMs: number; keepaliveTimeoutMs: number; connectTimeoutMs: number; maxSessions: number };
   logLevel: string;
+  /** Where live settings are watched (etcd-key.ts); undefined: none. */
+  settings: EtcdKeyTarget | undefined;
 }
 
 export const defaultListen = "127.0.0.1:50051";
@@ -207,18 +220,15 @@ export function validateRaw(raw: unknown, where: string): RawLbConfig {
 export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, where: string): LbConfig {
   const at = (field: string) => `${where}: ${field}`;
   const clusters = new Map<string, ClusterConfig>();
-  if (raw.backends !== undefined || raw.clusters === undefined) {
-    clusters.set(
-      DEFAULT_CLUSTER,
-      resolveCluster(DEFAULT_CLUSTER, { ...raw, backends: raw.backends ?? [] }, registry, at, ""),
-    );
+  if (raw.backends !== undefined || raw.discovery !== undefined || raw.clusters === undefined) {
+    clusters.set(DEFAULT_CLUSTER, resolveCluster(DEFAULT_CLUSTER, raw, registry, at, ""));
   } else {
     // Without top-level backends there is no cluster "default" for these settings to belong to.
     for (const field of ["policy", "healthCheck", "outlierDetection", "classifier", "orca"] as const) {
       if (raw[field] !== undefined)
         throw new ConfigError(
           at(field),
-          `belongs to the top-level backends (the cluster "default"), which are not set; put it under clusters.NAME`,
+          `belongs to the top-level backends or discovery (the cluster "default"), neither of which is set; put it under clusters.NAME`,
         );
     }
   }
@@ -263,6 +273,7 @@ export function resolveLbConfig(raw: RawLbConfig, registry: BalancerRegistry, wh
       maxSessions: raw.backend?.maxSessions ?? 8,
     },
     logLevel: raw.log?.level ?? "info",
+    settings: raw.settings === undefined ? undefined : parseEtcdKeyUrl(raw.settings, at("settings")),
   };
 }
 
@@ -296,7 +307,14 @@ function resolveCluster(
   const policyRaw = raw.policy ?? "least_request";
   const policyName = typeof policyRaw === "string" ? policyRaw : policyRaw.name;
   const { name: _name, ...policyOptions } = typeof policyRaw === "string" ? { name: policyRaw } : policyRaw;
-  const backends = raw.backends.map((b, i) => {
+  if (raw.discovery !== undefined && raw.backends !== undefined)
+    throw new ConfigError(
+      f("discovery"),
+      "give backends or discovery, not both (discovery's members are the backends)",
+    );
+  const discovery =
+    raw.discovery === undefined ? undefined : parseDiscoveryUrl(raw.discovery, f("discovery"));
+  const backends = (raw.backends ?? []).map((b, i) => {
     const text = typeof b === "string" ? b : b.address;
     const weight = typeof b === "string" ? 1 : (b.weight ?? 1);
     return staticEndpoint(parseAddress(text, f(`backends[${i}]`)), weight);
@@ -306,12 +324,14 @@ function resolveCluster(
     if (seen.has(b.key)) throw new ConfigError(f(`backends[${i}]`), `${b.key} is listed twice`);
     seen.add(b.key);
   }
-  if (backends.length === 0) throw new ConfigError(f("backends"), "at least one backend is needed");
+  if (backends.length === 0 && discovery === undefined)
+    throw new ConfigError(f("backends"), "at least one backend is needed");
   return {
     name,
     policy: registry.resolve(policyName, policyOptions, f("policy")),
     policyOptions,
     backends,
+    discovery,
     healthCheck: raw.healthCheck === undefined ? undefined : { ...defaultHealthCheck, ...raw.healthCheck },
     outlierDetection:
       raw.outlierDetection === undefined
@@ -329,6 +349,7 @@ export function lbClusters(config: LbConfig): LbClusters {
   for (const [name, c] of config.clusters)
     clusters.set(name, {
       backends: c.backends,
+      ...(c.discovery !== undefined ? { discovery: c.discovery } : {}),
       policy: c.policy,
       policyOptions: c.policyOptions,
       ...(c.healthCheck !== undefined ? { healthCheck: c.healthCheck } : {}),

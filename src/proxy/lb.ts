@@ -3,7 +3,10 @@ import type { BalancerDeps, PolicySpec } from "../core/balancer.ts";
 import type { Address, Endpoint } from "../core/endpoint.ts";
 import type { OutlierDetectionConfig } from "../core/health/outlier-detection.ts";
 import { RetryThrottle, type RetryThrottleConfig } from "../core/retry-throttle.ts";
+import { DnsDiscovery, type DnsDiscoveryEvent } from "../discovery/dns.ts";
+import { EtcdDiscovery, type EtcdDiscoveryEvent } from "../discovery/etcd.ts";
 import { StaticDiscovery } from "../discovery/static.ts";
+import { type DiscoveryTarget, formatDiscoveryTarget } from "../discovery/target.ts";
 import { createGrpcHealthChecker, type GrpcHealthOptions } from "../health/grpc-health.ts";
 import { createOrcaClient, type OrcaClientOptions } from "../health/orca-client.ts";
 import type { BackendConnectionOptions } from "../platform/backend-connection.ts";
@@ -29,7 +32,13 @@ export const defaultForwardSettings = {
 
 /** One cluster: its backends and the settings that are its own. */
 export interface ClusterOptions {
+  /** The static backends (ignored when `discovery` is set). */
   readonly backends: readonly Endpoint[];
+  /**
+   * Membership from an etcd prefix (discovery/etcd.ts) or a DNS name (discovery/dns.ts) instead of
+   * `backends`: followed live; while the source cannot be reached the last-known members keep serving.
+   */
+  readonly discovery?: DiscoveryTarget;
   readonly policy: PolicySpec;
   /**
    * The policy's settings as written, compared by `reconfigure` to tell a changed policy from the
@@ -87,6 +96,8 @@ export interface LbOptions {
   readonly onCallEnd?: ForwardOptions["onCallEnd"];
   readonly onRetry?: ForwardOptions["onRetry"];
   readonly onChannelEvent?: (event: ChannelEvent, cluster: string) => void;
+  /** What etcd or DNS discovery reports (synced, unavailable, a bad member, resolved…), for logs. */
+  readonly onDiscoveryEvent?: (event: EtcdDiscoveryEvent | DnsDiscoveryEvent, cluster: string) => void;
   readonly onFrontEvent?: (message: string, fields?: Record<string, unknown>, level?: "debug") => void;
   readonly onConnection?: (delta: 1 | -1) => void;
 }
@@ -139,7 +150,7 @@ class Cluster implements CallTarget {
   readonly channel: Channel<FrameBackend>;
   readonly throttle: RetryThrottle;
   forward: ForwardOptions;
-  readonly #discovery: StaticDiscovery;
+  readonly #discovery: StaticDiscovery | EtcdDiscovery | DnsDiscovery;
   /** Calls routed here and not finished. */
   #open = 0;
   #retiring: (() => void) | undefined;
@@ -154,13 +165,23 @@ class Cluster implements CallTarget {
     this.name = name;
     this.options = options;
     this.throttle = throttle;
-    this.#discovery = new StaticDiscovery(options.backends);
+    const onDiscoveryEvent = o.onDiscoveryEvent;
+    const d = options.discovery;
+    const onDiscovery = onDiscoveryEvent
+      ? { onEvent: (e: EtcdDiscoveryEvent | DnsDiscoveryEvent) => onDiscoveryEvent(e, name) }
+      : {};
+    this.#discovery =
+      d === undefined
+        ? new StaticDiscovery(options.backends)
+        : d.kind === "etcd"
+          ? new EtcdDiscovery({ target: d, ...onDiscovery })
+          : new DnsDiscovery({ target: d, ...onDiscovery });
     const orcaOptions = orcaOf(options);
     const onEvent = o.onChannelEvent;
     this.channel = new Channel({
       name,
       discovery: this.#discovery,
-      target: "static",
+      target: d === undefined ? "static" : formatDiscoveryTarget(d),
       policy: options.policy,
       deps,
       createConnection: (link) => new FrameBackend({ ...o.connection, ...link }),
@@ -204,8 +225,15 @@ class Cluster implements CallTarget {
     this.#open++;
   }
 
+  /** Replaces static backends; a cluster whose members come from etcd follows etcd instead. */
   setBackends(backends: readonly Endpoint[]): void {
-    this.#discovery.set(backends);
+    if (this.#discovery instanceof StaticDiscovery) this.#discovery.set(backends);
+  }
+
+  /** Closes the channel (open streams finish) and the discovery's etcd connection, if any. */
+  close(): void {
+    this.channel.close();
+    if (this.#discovery instanceof EtcdDiscovery) this.#discovery.close();
   }
 
   /** Closes the channel once the calls routed here have finished, or after RETIRE_MAX_MS. */
@@ -215,7 +243,7 @@ class Cluster implements CallTarget {
       clearTimeout(timer);
       this.#retiring = () => {};
       const keys = [...this.channel.backends()].map((b) => b.key);
-      this.channel.close();
+      this.close();
       onClosed(keys);
     };
     const timer = setTimeout(close, RETIRE_MAX_MS);
@@ -236,9 +264,13 @@ function orcaOf(c: ClusterOptions): OrcaClientOptions | undefined {
   return orca === false ? undefined : orca === true ? {} : orca;
 }
 
-/** What needs a new channel when it changes (everything but backends, classifier and policy settings). */
+/**
+ * What needs a new channel when it changes (everything but static backends, classifier and policy
+ * settings): a different etcd target, or switching between static backends and etcd, too.
+ */
 function channelKey(c: ClusterOptions): string {
   return JSON.stringify({
+    discovery: c.discovery === undefined ? null : formatDiscoveryTarget(c.discovery),
     healthCheck: c.healthCheck ?? null,
     outlierDetection: c.outlierDetection ?? null,
     orca: orcaOf(c) ?? null,
@@ -323,7 +355,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
     ...(o.onFrontEvent ? { onFrontEvent: o.onFrontEvent } : {}),
     ...(o.onConnection ? { onConnection: o.onConnection } : {}),
   }).catch((err: unknown) => {
-    for (const c of clusters.values()) c.channel.close();
+    for (const c of clusters.values()) c.close();
     throw err;
   });
 
@@ -363,7 +395,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
         if (nextClusters.size === 0) throw new Error("no cluster");
         nextRouter = createRouter(nextRouting, nextClusters);
       } catch (err) {
-        for (const c of started) c.channel.close();
+        for (const c of started) c.close();
         throw err;
       }
       // Commit.
@@ -397,7 +429,7 @@ export async function startLb(o: LbOptions): Promise<Lb> {
     },
     async close(graceMs) {
       await server.close(graceMs);
-      for (const c of [...clusters.values(), ...retiring]) c.channel.close();
+      for (const c of [...clusters.values(), ...retiring]) c.close();
     },
   };
 }

@@ -3,6 +3,7 @@ import type { BalancerDeps } from "../../core/balancer.ts";
 import { ConfigError } from "../../core/errors.ts";
 import { createDefaultRegistry } from "../../core/policies/registry.ts";
 import { systemClock, systemRandom } from "../../platform/system.ts";
+import { ETCD_SCHEME, etcdResolverClass } from "./etcd-resolver.ts";
 import {
   type AdapterContext,
   configClass,
@@ -13,7 +14,6 @@ import {
 } from "./policy.ts";
 import { ROSTER_SCHEME, staticResolverClass } from "./resolver.ts";
 
-export { ROSTER_POLICIES, type RosterPolicyName } from "./policy.ts";
 /**
  * Roster's policies and resolver for any grpc-js client. After `registerRosterPolicies()`:
  *
@@ -25,6 +25,8 @@ export { ROSTER_POLICIES, type RosterPolicyName } from "./policy.ts";
  * metadata header: `{ "hashKey": { "header": "x-user" } }`), roster_weighted_round_robin, roster_resume —
  * the `src/core` policies of `roster lb`, with the same config fields (docs/configuration.md).
  */
+export { ETCD_SCHEME } from "./etcd-resolver.ts";
+export { ROSTER_POLICIES, type RosterPolicyName } from "./policy.ts";
 export { parseStaticTarget, ROSTER_SCHEME } from "./resolver.ts";
 
 export interface RegisterOptions {
@@ -51,7 +53,8 @@ function contextFor(g: typeof defaultGrpc): AdapterContext {
 }
 
 /**
- * Registers the `roster_*` load-balancing policies and the `roster:` resolver in grpc-js. Idempotent
+ * Registers the `roster_*` load-balancing policies and the `roster:` and `etcd:` resolvers in grpc-js
+ * (`etcd://HOST:PORT/PREFIX`: the members under an etcd prefix, followed live; etcd-resolver.ts). Idempotent
  * (per grpc-js module). Registration is global to that grpc-js: every channel made after it may name them.
  *
  * grpc-js quietly skips a loadBalancingConfig entry it cannot parse (falling back to the next one, or
@@ -76,6 +79,7 @@ export function registerRosterPolicies(options: RegisterOptions = {}): void {
     );
   }
   g.experimental.registerResolver(ROSTER_SCHEME, staticResolverClass(g));
+  g.experimental.registerResolver(ETCD_SCHEME, etcdResolverClass(g));
   registered.add(g.experimental);
 }
 
