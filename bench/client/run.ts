@@ -12,7 +12,7 @@
 // Each measured run is a fresh client process (runner.ts); the order of the clients rotates each
 // round; medians over the quiet runs. Reading: bench/client/README.md.
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -34,6 +34,7 @@ import {
   summarize,
 } from "./report.ts";
 
+const TASKSET = "/usr/bin/taskset";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO_ROOT = path.resolve(HERE, "../..");
 const BACKEND_START_TIMEOUT_MS = 30_000;
@@ -64,6 +65,7 @@ interface Options {
   retries: number;
   waitQuiet: number;
   quick: boolean;
+  pin: boolean;
   out: string | undefined;
 }
 
@@ -180,6 +182,10 @@ function parseOptions(argv: readonly string[]): Options {
     .option("--out <file>", "also write every run, the medians, verdicts and tables as JSON")
     .parse(argv, { from: "user" });
   const o = program.opts<Omit<Options, "out"> & { out?: string }>();
+  if (o.pin && (os.availableParallelism() < 2 || !existsSync(TASKSET))) {
+    console.error(`client-bench: not pinning (needs 2 cores and ${TASKSET})`);
+    o.pin = false;
+  }
   if (o.quick) {
     o.runs = 1;
     o.duration = 1;
@@ -199,8 +205,12 @@ const children = new Set<ChildProcess>();
 function spawnNode(
   script: string,
   args: string[],
+  cpu: string | undefined,
 ): { child: ChildProcess; pid: number; output: () => string } {
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(HERE, script), ...args], {
+  const node = [process.execPath, "--import", "tsx", path.join(HERE, script), ...args];
+  // taskset execs node: the pid is node's.
+  const [command, ...argv] = cpu === undefined ? node : [TASKSET, "-c", cpu, ...node];
+  const child = spawn(command!, argv, {
     cwd: REPO_ROOT,
     stdio: ["ignore", "pipe", "pipe", "ipc"],
     // Own process group: a ctrl-c on the terminal reaches only this script, which stops them by pid.
@@ -246,8 +256,8 @@ interface Backend {
   child: ChildProcess;
 }
 
-function startBackend(id: string, maxStreams: number): Promise<Backend> {
-  const { child, pid, output } = spawnNode("backend.ts", [id, String(maxStreams)]);
+function startBackend(id: string, maxStreams: number, cpu: string | undefined): Promise<Backend> {
+  const { child, pid, output } = spawnNode("backend.ts", [id, String(maxStreams)], cpu);
   return new Promise((resolve, reject) => {
     const fail = (message: string) => {
       clearTimeout(timer);
@@ -311,7 +321,7 @@ async function measureOnce(
     limiterMax: task.limiterMax,
     checkCalls: 20,
   };
-  const { child, pid, output } = spawnNode("runner.ts", [JSON.stringify(spec)]);
+  const { child, pid, output } = spawnNode("runner.ts", [JSON.stringify(spec)], o.pin ? "1" : undefined);
   let meter: ReturnType<typeof startForeignCpuMeter> | undefined;
   let ticks0 = 0;
   let t0 = 0;
@@ -494,7 +504,8 @@ async function main(): Promise<number> {
 
   const backends: Backend[] = [];
   try {
-    for (let i = 0; i < o.backends; i++) backends.push(await startBackend(`b${i + 1}`, o.maxStreams));
+    for (let i = 0; i < o.backends; i++)
+      backends.push(await startBackend(`b${i + 1}`, o.maxStreams, o.pin ? "0" : undefined));
   } catch (err) {
     await Promise.all(backends.map((b) => stop(b.child, b.pid)));
     throw err;
@@ -557,7 +568,8 @@ async function main(): Promise<number> {
   const after = machine();
   const notes = [
     `${before.nproc} × ${before.cpu}, Node ${before.node}, ${before.date}; loadavg before ${before.loadavg}, after ${after.loadavg}.`,
-    `${o.backends} grpc-js echo backends (child processes, 127.0.0.1, max_concurrent_streams ${o.maxStreams || "default"}); ` +
+    `${o.backends} grpc-js echo backends (child processes, 127.0.0.1, max_concurrent_streams ${o.maxStreams || "default"}` +
+      `${o.pin ? ", all pinned to core 0; each client process pinned to core 1" : ", nothing pinned"}); ` +
       `each run a fresh client process, ${o.warmup} s warm-up + ${o.duration} s window, closed loop, 64 B payload; ` +
       `medians over the quiet runs (processes not ours ≤ ${o.maxOther} cores), over all runs when none was quiet. ` +
       `Roster: createClient with presets.${o.preset}(); plain: a grpc-js generated client with round_robin in its service config, same target and deadline.`,
