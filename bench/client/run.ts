@@ -175,6 +175,10 @@ function parseOptions(argv: readonly string[]): Options {
       0,
     )
     .option(
+      "--no-pin",
+      `do not pin (default: the client process on core 1, the backends on core 0, with ${TASKSET})`,
+    )
+    .option(
       "--quick",
       "correctness check: 1 run, 1 s windows, 0.5 s warm-up, fixed 1,4,8, no noise re-runs",
       false,
