@@ -1,5 +1,5 @@
 import { noop } from "cockatiel";
-import { Etcd3 } from "etcd3";
+import { Etcd3, type IWatchResponse, type Watcher } from "etcd3";
 
 /**
  * An etcd3 client set up for Roster's own reconnection: the library's retry and circuit-breaker
@@ -36,4 +36,43 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     timer.unref();
     signal?.addEventListener("abort", done);
   });
+}
+
+/**
+ * A watcher's responses in order, until `signal` aborts; throws when the stream breaks ("watch broke:
+ * …"). Owns the watcher: on the way out its listeners are removed and it is cancelled.
+ */
+export async function* watchResponses(watcher: Watcher, signal: AbortSignal): AsyncGenerator<IWatchResponse> {
+  const queue: Array<IWatchResponse | Error> = [];
+  let wake: (() => void) | undefined;
+  const push = (item: IWatchResponse | Error) => {
+    queue.push(item);
+    wake?.();
+  };
+  const onAbort = () => wake?.();
+  signal.addEventListener("abort", onAbort);
+  watcher.on("data", push);
+  watcher.on("disconnected", push);
+  watcher.on("error", push);
+  try {
+    // Bounded by the abort signal and by the stream breaking.
+    while (!signal.aborted) {
+      const item = queue.shift();
+      if (item === undefined) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+        wake = undefined;
+        continue;
+      }
+      if (item instanceof Error) throw new Error(`watch broke: ${item.message}`);
+      yield item;
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    watcher.removeAllListeners();
+    // Keeps an error of a cancel on a broken stream from surfacing as unhandled.
+    watcher.on("error", () => {});
+    watcher.cancel().catch(() => {});
+  }
 }

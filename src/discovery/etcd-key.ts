@@ -1,7 +1,7 @@
-import type { Etcd3, IWatchResponse } from "etcd3";
+import type { Etcd3 } from "etcd3";
 import { Backoff, type BackoffOptions } from "../core/backoff.ts";
 import { ConfigError } from "../core/errors.ts";
-import { createEtcdClient, sleep } from "./etcd-client.ts";
+import { createEtcdClient, sleep, watchResponses } from "./etcd-client.ts";
 import { parseEtcdHosts } from "./etcd-target.ts";
 
 /** One etcd key to follow (live settings). */
@@ -68,15 +68,6 @@ export class EtcdKeyWatcher {
     const backoff = new Backoff({ next: () => Math.random() }, this.#backoff);
     let reconnected = false;
     while (!signal.aborted) {
-      const queue: Array<IWatchResponse | Error> = [];
-      let wake: (() => void) | undefined;
-      const push = (item: IWatchResponse | Error) => {
-        queue.push(item);
-        wake?.();
-      };
-      const onAbort = () => wake?.();
-      signal.addEventListener("abort", onAbort);
-      let watcher: ReturnType<ReturnType<Etcd3["watch"]>["watcher"]> | undefined;
       try {
         const read = await this.#client.get(key).exec();
         if (signal.aborted) return;
@@ -84,26 +75,13 @@ export class EtcdKeyWatcher {
         this.#onEvent?.({ kind: "synced", target: name, reconnected });
         yield { value: kv?.value.toString(), revision: kv?.mod_revision ?? "0" };
         backoff.reset();
-        watcher = this.#client
+        const watcher = this.#client
           .watch()
           .key(key)
           .startRevision(String(BigInt(read.header.revision) + 1n))
           .watcher();
-        watcher.on("data", (res) => push(res));
-        watcher.on("disconnected", (err) => push(err));
-        watcher.on("error", (err) => push(err));
-        // Bounded by the abort signal and by the stream breaking.
-        while (!signal.aborted) {
-          const item = queue.shift();
-          if (item === undefined) {
-            await new Promise<void>((resolve) => {
-              wake = resolve;
-            });
-            wake = undefined;
-            continue;
-          }
-          if (item instanceof Error) throw item;
-          const last = item.events.at(-1);
+        for await (const res of watchResponses(watcher, signal)) {
+          const last = res.events.at(-1);
           if (last === undefined) continue;
           yield last.type === "Put"
             ? { value: last.kv.value.toString(), revision: last.kv.mod_revision }
@@ -115,13 +93,6 @@ export class EtcdKeyWatcher {
         this.#onEvent?.({ kind: "unavailable", target: name, error: (err as Error).message, retryInMs });
         reconnected = true;
         await sleep(retryInMs, signal);
-      } finally {
-        signal.removeEventListener("abort", onAbort);
-        if (watcher !== undefined) {
-          watcher.removeAllListeners();
-          watcher.on("error", () => {});
-          watcher.cancel().catch(() => {});
-        }
       }
     }
   }

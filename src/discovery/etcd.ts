@@ -1,9 +1,9 @@
-import type { Etcd3, IKeyValue, IWatchResponse } from "etcd3";
+import type { Etcd3, IKeyValue } from "etcd3";
 import { Backoff, type BackoffOptions } from "../core/backoff.ts";
 import type { Random } from "../core/clock.ts";
 import type { Discovery, DiscoveryUpdate } from "../core/discovery.ts";
 import type { Endpoint } from "../core/endpoint.ts";
-import { createEtcdClient, sleep } from "./etcd-client.ts";
+import { createEtcdClient, sleep, watchResponses } from "./etcd-client.ts";
 import { decodeMember, type EtcdTarget, formatEtcdTarget } from "./etcd-target.ts";
 
 /** What the discovery tells its owner (for logs). */
@@ -28,7 +28,6 @@ export interface EtcdDiscoveryOptions {
 const defaultEtcdBackoff: BackoffOptions = { initialMs: 200, maxMs: 5_000, multiplier: 1.6, jitter: 0.2 };
 
 /** One item of the queue between the watcher's events and the generator. */
-type WatchItem = { kind: "data"; response: IWatchResponse } | { kind: "broken"; error: string };
 
 /**
  * Membership from an etcd prefix (see etcd-target.ts for the key layout).
@@ -68,15 +67,6 @@ export class EtcdDiscovery implements Discovery {
     let members = new Map<string, Endpoint>();
     let reconnected = false;
     while (!signal.aborted) {
-      const queue: WatchItem[] = [];
-      let wake: (() => void) | undefined;
-      const push = (item: WatchItem) => {
-        queue.push(item);
-        wake?.();
-      };
-      const onAbort = () => wake?.();
-      signal.addEventListener("abort", onAbort);
-      let watcher: ReturnType<ReturnType<Etcd3["watch"]>["watcher"]> | undefined;
       try {
         const read = await this.#client.getAll().prefix(prefix).exec();
         if (signal.aborted) return;
@@ -92,27 +82,14 @@ export class EtcdDiscovery implements Discovery {
         });
         yield { kind: "reset", endpoints: byAddress(members) };
         backoff.reset();
-        watcher = this.#client
+        const watcher = this.#client
           .watch()
           .prefix(prefix)
           .startRevision(String(revision + 1n))
           .watcher();
-        watcher.on("data", (response) => push({ kind: "data", response }));
-        watcher.on("disconnected", (err) => push({ kind: "broken", error: err.message }));
-        watcher.on("error", (err) => push({ kind: "broken", error: err.message }));
-        // Bounded by the abort signal and by the stream breaking.
-        while (!signal.aborted) {
-          const item = queue.shift();
-          if (item === undefined) {
-            await new Promise<void>((resolve) => {
-              wake = resolve;
-            });
-            wake = undefined;
-            continue;
-          }
-          if (item.kind === "broken") throw new Error(`watch broke: ${item.error}`);
+        for await (const response of watchResponses(watcher, signal)) {
           const next = new Map(members);
-          for (const event of item.response.events) {
+          for (const event of response.events) {
             if (event.type === "Put") this.#put(next, event.kv);
             else next.delete(event.kv.key.toString());
           }
@@ -130,14 +107,6 @@ export class EtcdDiscovery implements Discovery {
         });
         reconnected = true;
         await sleep(retryInMs, signal);
-      } finally {
-        signal.removeEventListener("abort", onAbort);
-        if (watcher !== undefined) {
-          watcher.removeAllListeners();
-          // Keeps an error of a cancel on a broken stream from surfacing as unhandled.
-          watcher.on("error", () => {});
-          watcher.cancel().catch(() => {});
-        }
       }
     }
   }
