@@ -106,6 +106,8 @@ export function clockTicksPerSecond(): number {
 interface ProcStat {
   ppid: number;
   ticks: number;
+  /** stime alone: time in the kernel on the process's behalf (socket reads and writes, mostly). */
+  sysTicks: number;
 }
 
 function readProcStat(pid: number): ProcStat | undefined {
@@ -122,7 +124,7 @@ function readProcStat(pid: number): ProcStat | undefined {
   const utime = Number(fields[11]);
   const stime = Number(fields[12]);
   if (!Number.isFinite(utime) || !Number.isFinite(stime)) return undefined;
-  return { ppid, ticks: utime + stime };
+  return { ppid, ticks: utime + stime, sysTicks: stime };
 }
 
 /** utime+stime (ticks) of one process, all its threads included; 0 if it is gone. */
@@ -135,6 +137,14 @@ export function treeTicks(rootPid: number): number {
   const stats = allProcStats();
   let ticks = 0;
   for (const pid of treeOf(rootPid, stats)) ticks += stats.get(pid)?.ticks ?? 0;
+  return ticks;
+}
+
+/** stime (ticks) of a process and all its live descendants: the kernel's share of treeTicks. */
+export function treeSysTicks(rootPid: number): number {
+  const stats = allProcStats();
+  let ticks = 0;
+  for (const pid of treeOf(rootPid, stats)) ticks += stats.get(pid)?.sysTicks ?? 0;
   return ticks;
 }
 

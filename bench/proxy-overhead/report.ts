@@ -16,6 +16,8 @@ export interface RunRecord {
   p999Ms: number;
   /** Proxy utime+stime per successful call; null for the direct path. */
   proxyCpuUsPerCall: number | null;
+  /** The kernel's part of it (stime): socket reads and writes, page faults. */
+  proxySysUsPerCall: number | null;
   backendCpuUsPerCall: number;
   h2loadCpuUsPerCall: number;
   /** Echo calls each backend of the path answered during the measured run. */
@@ -57,6 +59,7 @@ export interface Median {
   p99Ms: number;
   p999Ms: number;
   proxyCpuUsPerCall: number | null;
+  proxySysUsPerCall: number | null;
   backendCpuUsPerCall: number;
   stealCores: number;
   otherCores: number;
@@ -89,6 +92,7 @@ export function summarize(runs: readonly RunRecord[]): Median | undefined {
   const used = [...best.values()];
   const m = (pick: (run: RunRecord) => number): number => median(used.map(pick));
   const proxy = used.map((run) => run.proxyCpuUsPerCall);
+  const proxySys = used.map((run) => run.proxySysUsPerCall ?? null);
   const servedTotals = used[0]!.served.map((_, i) =>
     used.reduce((sum, run) => sum + (run.served[i] ?? 0), 0),
   );
@@ -101,6 +105,9 @@ export function summarize(runs: readonly RunRecord[]): Median | undefined {
     p99Ms: m((run) => run.p99Ms),
     p999Ms: m((run) => run.p999Ms),
     proxyCpuUsPerCall: proxy.every((v) => v === null) ? null : median(proxy.map((v) => v ?? Number.NaN)),
+    proxySysUsPerCall: proxySys.every((v) => v === null)
+      ? null
+      : median(proxySys.map((v) => v ?? Number.NaN)),
     backendCpuUsPerCall: m((run) => run.backendCpuUsPerCall),
     stealCores: m((run) => run.stealCores),
     otherCores: m((run) => run.otherCores),
@@ -155,6 +162,7 @@ export function markdown(summaries: readonly PathSummary[], context: ReportConte
     "p99 ms",
     "p99.9 ms",
     "proxy CPU µs/call",
+    "of which kernel",
     "backend CPU µs/call",
     "proxy CPU ÷ nginx",
     "proxy CPU ÷ HAProxy",
@@ -173,6 +181,7 @@ export function markdown(summaries: readonly PathSummary[], context: ReportConte
       fixed(m.p99Ms, 1),
       fixed(m.p999Ms, 1),
       fixed(m.proxyCpuUsPerCall, 0),
+      fixed(m.proxySysUsPerCall, 0),
       fixed(m.backendCpuUsPerCall, 0),
       ratio(m.proxyCpuUsPerCall, nginxCpu),
       ratio(m.proxyCpuUsPerCall, haproxyCpu),

@@ -50,6 +50,7 @@ import {
   processTicks,
   readCpuTimes,
   timeWaitConnections,
+  treeSysTicks,
   treeTicks,
 } from "./proc.ts";
 import { markdown, type PathCheck, type PathSummary, type RunRecord, summarize } from "./report.ts";
@@ -277,6 +278,7 @@ async function measure(ctx: Context, target: Target, round: number, attempt: num
   const backendWaitBefore = timeWaitConnections(backendPorts);
   const frontWaitBefore = timeWaitConnections(frontPorts);
   const proxyBefore = target.proxy === undefined ? 0 : treeTicks(target.proxy.pid);
+  const proxySysBefore = target.proxy === undefined ? 0 : treeSysTicks(target.proxy.pid);
   const backendBefore = backendPids.map(processTicks);
   const cpuBefore = readCpuTimes();
   const selfBefore = process.cpuUsage();
@@ -289,6 +291,7 @@ async function measure(ctx: Context, target: Target, round: number, attempt: num
   const cpuAfter = readCpuTimes();
   const backendAfter = backendPids.map(processTicks);
   const proxyAfter = target.proxy === undefined ? 0 : treeTicks(target.proxy.pid);
+  const proxySysAfter = target.proxy === undefined ? 0 : treeSysTicks(target.proxy.pid);
   const servedAfter = await Promise.all(target.backends.map((backend) => backend.served()));
   const newlyClosed = (before: Set<string>, after: Set<string>): number =>
     [...after].filter((key) => !before.has(key)).length;
@@ -333,6 +336,7 @@ async function measure(ctx: Context, target: Target, round: number, attempt: num
     p99Ms: latencies.p99Ms,
     p999Ms: latencies.p999Ms,
     proxyCpuUsPerCall: target.proxy === undefined ? null : perCall(proxyTicks),
+    proxySysUsPerCall: target.proxy === undefined ? null : perCall(proxySysAfter - proxySysBefore),
     backendCpuUsPerCall: perCall(targetBackendTicks),
     h2loadCpuUsPerCall: calls > 0 ? (load.cpuS * 1e6) / calls : Number.NaN,
     served,
@@ -358,7 +362,10 @@ function brokenRun(run: RunRecord, target: Target): string | undefined {
 }
 
 function describeRun(run: RunRecord): string {
-  const proxy = run.proxyCpuUsPerCall === null ? "" : ` proxy ${run.proxyCpuUsPerCall.toFixed(0)} µs/call,`;
+  const proxy =
+    run.proxyCpuUsPerCall === null
+      ? ""
+      : ` proxy ${run.proxyCpuUsPerCall.toFixed(0)} µs/call (${(run.proxySysUsPerCall ?? 0).toFixed(0)} in the kernel),`;
   return (
     `${run.path} round ${run.round + 1}${run.attempt > 0 ? ` (retry ${run.attempt})` : ""}: ` +
     `${run.rps.toFixed(0)} rps, p50 ${run.p50Ms.toFixed(2)} p99 ${run.p99Ms.toFixed(1)} ms,${proxy} ` +
