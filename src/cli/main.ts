@@ -1,5 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { ConfigError } from "../core/errors.ts";
+import { poisonFreedSlabs } from "../http2/out-buffer.ts";
 import { registerBenchCommand } from "./bench.ts";
 import { runDemo } from "./demo.ts";
 import { runLb } from "./lb.ts";
@@ -159,6 +160,10 @@ program
   });
 
 registerBenchCommand(program);
+
+// Debugging (set by the integration tests): output slabs given back to the pool are filled with 0xEE,
+// so a view used after its slab was reused shows as corrupt bytes (src/http2/out-buffer.ts).
+if (process.env.ROSTER_DEBUG_SLABS === "1") poisonFreedSlabs(true);
 
 try {
   await program.parseAsync(process.argv);

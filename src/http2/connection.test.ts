@@ -17,6 +17,7 @@ import {
   windowUpdateFrame,
 } from "./frame.ts";
 import { HpackDecoder, HpackEncoder } from "./hpack.ts";
+import { poisonFreedSlabs } from "./out-buffer.ts";
 
 /** One frame as the tables write them. */
 interface F {
@@ -902,6 +903,60 @@ describe("HTTP/2 connection (client role)", () => {
 });
 
 describe("HTTP/2 connection: output written in place", () => {
+  it("keeps no caller buffer: DATA queued behind small windows is a copy, its slabs reused only once drained and written (poisoned pool)", () => {
+    poisonFreedSlabs(true);
+    try {
+      const c = server();
+      c.send(
+        settingsFrame([[SettingId.INITIAL_WINDOW_SIZE, 0]]),
+        c.headers(1, REQUEST, Flag.END_HEADERS | Flag.END_STREAM),
+      );
+      c.take();
+      const s = c.streams[0]!;
+      const sent: Buffer[] = [];
+      const received: Buffer[] = [];
+      const reader = new FrameReader(1 << 24);
+      // Output is parsed only once its write is reported, as a socket would read it; each batch is
+      // reported written one step later, so slabs are recycled while newer batches are in flight.
+      let inFlight: { pieces: Buffer[]; seq: number } | undefined;
+      const flush = (): void => {
+        if (inFlight !== undefined) {
+          for (const b of inFlight.pieces)
+            reader.push(b, (type, _flags, _id, payload) => {
+              if (type === FrameType.DATA) received.push(Buffer.from(payload));
+            });
+          c.conn.outputWritten(inFlight.seq);
+        }
+        const pieces = c.conn.takeOutput();
+        inFlight = pieces === undefined ? undefined : { pieces, seq: c.conn.outputSeq };
+      };
+      const scratch = Buffer.alloc(70_000);
+      let x = 11;
+      for (let i = 0; i < 300; i++) {
+        x = (x * 1103515245 + 12345) % 2147483648;
+        // Small (plain copies) and large (slab) pieces mixed, some larger than a slab.
+        const n = i % 5 === 0 ? 1 + (x % 200) : 1 + ((x >>> 4) % 69_000);
+        const piece = scratch.subarray(0, n);
+        piece.fill(i & 0xff);
+        sent.push(Buffer.from(piece));
+        c.conn.sendData(s, piece, i === 299);
+        // The caller reuses its buffer at once.
+        scratch.fill(0x55);
+        if (i % 3 === 0) c.send(windowUpdateFrame(1, 1 + ((x >>> 3) % 90_000)), windowUpdateFrame(0, 90_000));
+        if (i % 4 === 0) flush();
+      }
+      for (let k = 0; k < 1000 && !s.closed; k++) {
+        c.send(windowUpdateFrame(1, 50_000), windowUpdateFrame(0, 50_000));
+        flush();
+      }
+      flush();
+      flush();
+      assert.equal(s.closed, true);
+      assert.deepEqual(Buffer.concat(received), Buffer.concat(sent));
+    } finally {
+      poisonFreedSlabs(false);
+    }
+  });
   it("DATA of assorted sizes (copied behind their header, or queued as views) comes out in order, byte for byte, across slab boundaries, and nothing taken is written again", () => {
     const c = server({ initialWindowSize: 1 << 30 });
     // A client window large enough for everything.

@@ -23,7 +23,7 @@ import {
   writeFrameHeader,
 } from "./frame.ts";
 import { HpackDecoder, HpackEncoder } from "./hpack.ts";
-import { OutBuffer } from "./out-buffer.ts";
+import { giveSlab, OutBuffer, SLAB_SIZE, takeSlab } from "./out-buffer.ts";
 
 /**
  * One HTTP/2 connection (RFC 9113) as a pure state machine: bytes and calls in, frames and callbacks
@@ -185,8 +185,16 @@ export class H2Stream {
   unconsumed = 0;
   /** Bytes we may still send (may go negative after a SETTINGS change, §6.9.2). */
   sendWindow: number;
-  /** DATA queued behind the send windows. */
+  /**
+   * DATA queued behind the send windows: copies of our own (the caller's buffer is never kept), in
+   * pooled slabs (`pendingSlabs[i]`: the slab `pending[i]` lies in, given back when no queued piece
+   * uses it) or, for small pieces, plain buffers (`null`).
+   */
   pending: Buffer[] = [];
+  pendingSlabs: (Buffer | null)[] = [];
+  /** The slab queued copies are being packed into, and its bytes used. */
+  fillSlab: Buffer | undefined;
+  fillUsed = 0;
   pendingBytes = 0;
   /** END_STREAM (with `pendingTrailers`, or an empty DATA) waits behind `pending`. */
   pendingEnd = false;
@@ -225,6 +233,10 @@ interface HeaderBlockInProgress {
 
 const GRACEFUL_PING = Buffer.from("rosterGA", "latin1");
 const EMPTY = Buffer.alloc(0);
+/** Marks a queued piece that is still the caller's buffer (only while `sendData` runs). */
+const LENT: Buffer = Buffer.alloc(0);
+/** Queued pieces up to this size are kept as plain copies rather than in a slab. */
+const SMALL_COPY = 4096;
 
 /** Headers a request must not carry (RFC 9113 §8.2.2). */
 const CONNECTION_SPECIFIC = new Set([
@@ -369,6 +381,19 @@ export class Http2Connection {
     // An idle connection keeps no slab (a thousand quiet clients hold no output memory).
     if (this.#streams.size === 0) this.#out.release();
     return out;
+  }
+
+  /** The number of the output last taken, for `outputWritten`. */
+  get outputSeq(): number {
+    return this.#out.seq;
+  }
+
+  /**
+   * The platform has written every output taken up to number `seq` (its write callback ran): the
+   * slabs holding them are reused. Never call it earlier — the socket still reads them.
+   */
+  outputWritten(seq: number): void {
+    this.#out.written(seq);
   }
 
   /**
@@ -1026,19 +1051,89 @@ export class Http2Connection {
     }
   }
 
-  /** Queues DATA on `s` (sent as the windows allow); `endStream` ends our half of the stream. */
+  /**
+   * Queues DATA on `s` (sent as the windows allow); `endStream` ends our half of the stream. What the
+   * windows let out now is copied into the output; the rest is copied into the stream's queue. Either
+   * way `data` is not kept: the caller may reuse it once this returns.
+   */
   sendData(s: H2Stream, data: Buffer, endStream: boolean): void {
     if (s.closed || s.localEnded) return;
     if (endStream) {
       s.localEnded = true;
       s.pendingEnd = true;
     }
-    if (data.length > 0) {
+    const n = data.length;
+    if (n > 0) {
+      // Lent to the queue for the flush below (it is the last piece; flushing takes from the front).
       s.pending.push(data);
-      s.pendingBytes += data.length;
-      s.dataQueued += data.length;
+      s.pendingSlabs.push(LENT);
+      s.pendingBytes += n;
+      s.dataQueued += n;
     }
     this.#flushStream(s);
+    if (n > 0 && !s.closed && s.pendingBytes > 0) this.#keepLent(s);
+  }
+
+  /** Replaces the lent piece left at the end of `s`'s queue with a copy of our own. */
+  #keepLent(s: H2Stream): void {
+    const last = s.pending.length - 1;
+    if (last < 0 || s.pendingSlabs[last] !== LENT) return;
+    const rest = s.pending[last]!;
+    s.pending.length = last;
+    s.pendingSlabs.length = last;
+    if (rest.length <= SMALL_COPY) {
+      // Small: a plain copy (node's own pool) beats a slab.
+      s.pending.push(Buffer.from(rest));
+      s.pendingSlabs.push(null);
+      return;
+    }
+    let from = 0;
+    while (from < rest.length) {
+      let slab = s.fillSlab;
+      if (slab === undefined || s.fillUsed === SLAB_SIZE) {
+        slab = takeSlab();
+        s.fillSlab = slab;
+        s.fillUsed = 0;
+      }
+      const k = Math.min(SLAB_SIZE - s.fillUsed, rest.length - from);
+      const at = s.fillUsed;
+      slab.set(rest.subarray(from, from + k), at);
+      s.fillUsed += k;
+      from += k;
+      s.pending.push(slab.subarray(at, at + k));
+      s.pendingSlabs.push(slab);
+    }
+  }
+
+  /** `s`'s first queued piece has gone out whole: drop it, and give its slab back if nothing else uses it. */
+  #shiftPending(s: H2Stream): void {
+    s.pending.shift();
+    const slab = s.pendingSlabs.shift();
+    if (slab === undefined || slab === null || slab === LENT) return;
+    // Other queued pieces may lie in it (small copies can sit between two pieces of one slab).
+    if (s.pendingSlabs.includes(slab)) return;
+    if (slab === s.fillSlab) {
+      // Nothing queued lies in it any more: start packing from its beginning again.
+      s.fillUsed = 0;
+      return;
+    }
+    giveSlab(slab);
+  }
+
+  /** The queue of `s` is empty or dropped: its slabs go back to the pool. */
+  #releasePending(s: H2Stream): void {
+    const slabs = s.pendingSlabs;
+    for (let i = 0; i < slabs.length; i++) {
+      const slab = slabs[i]!;
+      // Each slab once (its pieces need not be adjacent); the fill slab below.
+      if (slab !== null && slab !== LENT && slab !== s.fillSlab && slabs.indexOf(slab) === i) giveSlab(slab);
+    }
+    s.pending = [];
+    s.pendingSlabs = [];
+    if (s.fillSlab !== undefined) giveSlab(s.fillSlab);
+    s.fillSlab = undefined;
+    s.fillUsed = 0;
+    s.pendingBytes = 0;
   }
 
   /**
@@ -1097,19 +1192,14 @@ export class Http2Connection {
       }
       const head = s.pending[0]!;
       const n = Math.min(head.length, allowed);
-      let piece: Buffer;
-      if (n === head.length) {
-        s.pending.shift();
-        piece = head;
-      } else {
-        piece = head.subarray(0, n);
-        s.pending[0] = head.subarray(n);
-      }
       s.pendingBytes -= n;
       s.sendWindow -= n;
       this.#connSendWindow -= n;
       const last = s.pendingBytes === 0 && s.pendingEnd && s.pendingTrailers === undefined;
-      this.#pushData(s.id, piece, last);
+      // Copied into the output here, so the piece (and its slab) may go right after.
+      this.#pushData(s.id, n === head.length ? head : head.subarray(0, n), last);
+      if (n === head.length) this.#shiftPending(s);
+      else s.pending[0] = head.subarray(n);
       if (last) {
         s.pendingEnd = false;
         this.#afterLocalEnd(s);
@@ -1135,20 +1225,13 @@ export class Http2Connection {
   }
 
   #pushData(streamId: number, piece: Buffer, endStream: boolean): void {
-    // Small payloads are copied behind their frame header into the output slab; large ones are
-    // queued as they are (a view of the bytes read from the other connection: no copy).
+    // The payload is copied behind its frame header into the output slabs (running on into the next
+    // slab if this one fills up): the caller's buffer is free once this returns.
     const out = this.#out;
-    const flags = endStream ? Flag.END_STREAM : 0;
-    if (piece.length <= 1024) {
-      const at = out.reserve(FRAME_HEADER_SIZE + piece.length);
-      writeFrameHeader(out.slab, at, piece.length, FrameType.DATA, flags, streamId);
-      out.slab.set(piece, at + FRAME_HEADER_SIZE);
-    } else {
-      // reserve() may start a new slab: read `out.slab` after it.
-      const at = out.reserve(FRAME_HEADER_SIZE);
-      writeFrameHeader(out.slab, at, piece.length, FrameType.DATA, flags, streamId);
-      out.append(piece);
-    }
+    // reserve() may start a new slab: read `out.slab` after it.
+    const at = out.reserve(FRAME_HEADER_SIZE);
+    writeFrameHeader(out.slab, at, piece.length, FrameType.DATA, endStream ? Flag.END_STREAM : 0, streamId);
+    if (piece.length > 0) out.copy(piece);
     this.#signal();
   }
 
@@ -1284,8 +1367,7 @@ export class Http2Connection {
     this.#blocked.delete(s);
     if (this.#isPeerStreamId(s.id)) this.#peerActive--;
     else this.#localActive--;
-    s.pending = [];
-    s.pendingBytes = 0;
+    this.#releasePending(s);
     // Bytes it still held unconsumed go back to the connection window.
     if (s.unconsumed > 0) {
       const n = s.unconsumed;
@@ -1314,8 +1396,7 @@ export class Http2Connection {
   }
 
   #push(frame: Buffer): void {
-    if (frame.length <= 1024) this.#out.write(frame);
-    else this.#out.append(frame);
+    this.#out.write(frame);
     this.#signal();
   }
 

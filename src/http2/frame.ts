@@ -89,7 +89,15 @@ export type FrameSink = (type: number, flags: number, streamId: number, payload:
  * reader then delivers nothing more).
  */
 export class FrameReader {
-  #pending: Buffer | undefined;
+  /**
+   * The start of a frame not yet whole, as the reads that brought it (kept as they are, joined once
+   * when the frame is complete: a frame spread over many reads is copied once, and only that frame —
+   * the rest of the read that completes it is not copied).
+   */
+  #pieces: Buffer[] = [];
+  #pendingBytes = 0;
+  /** The pending frame's size with its header, once its header is in; 0 before. */
+  #pendingFrame = 0;
   #failed = false;
   /** Our SETTINGS_MAX_FRAME_SIZE: frames above it are a FRAME_SIZE_ERROR (RFC 9113 §4.2). */
   maxFrameSize: number;
@@ -100,17 +108,41 @@ export class FrameReader {
 
   /** Bytes read but not yet a whole frame. */
   get buffered(): number {
-    return this.#pending?.length ?? 0;
+    return this.#pendingBytes;
   }
 
   push(chunk: Buffer, sink: FrameSink): number | undefined {
     if (this.#failed) return undefined;
-    let buf = chunk;
-    if (this.#pending !== undefined) {
-      buf = Buffer.concat([this.#pending, chunk]);
-      this.#pending = undefined;
+    let from = 0;
+    if (this.#pendingBytes > 0) {
+      const pending = this.#pendingBytes;
+      let frame = this.#pendingFrame;
+      if (frame === 0) {
+        if (pending + chunk.length < FRAME_HEADER_SIZE) return this.#keep(chunk);
+        const head = Buffer.concat([...this.#pieces, chunk.subarray(0, FRAME_HEADER_SIZE - pending)]);
+        const length = (head[0]! << 16) | (head[1]! << 8) | head[2]!;
+        if (length > this.maxFrameSize) {
+          this.#failed = true;
+          this.#drop();
+          return length;
+        }
+        frame = FRAME_HEADER_SIZE + length;
+        this.#pendingFrame = frame;
+      }
+      const need = frame - pending;
+      if (chunk.length < need) return this.#keep(chunk);
+      this.#pieces.push(chunk.subarray(0, need));
+      const whole = Buffer.concat(this.#pieces, frame);
+      this.#drop();
+      this.#cut(whole, 0, sink);
+      if (this.#failed) return undefined;
+      from = need;
     }
-    let at = 0;
+    return this.#cut(chunk, from, sink);
+  }
+
+  /** Delivers the whole frames of `buf` from `at`; keeps the rest. */
+  #cut(buf: Buffer, at: number, sink: FrameSink): number | undefined {
     const end = buf.length;
     while (end - at >= FRAME_HEADER_SIZE) {
       const length = (buf[at]! << 16) | (buf[at + 1]! << 8) | buf[at + 2]!;
@@ -118,7 +150,10 @@ export class FrameReader {
         this.#failed = true;
         return length;
       }
-      if (end - at - FRAME_HEADER_SIZE < length) break;
+      if (end - at - FRAME_HEADER_SIZE < length) {
+        this.#pendingFrame = FRAME_HEADER_SIZE + length;
+        break;
+      }
       const type = buf[at + 3]!;
       const flags = buf[at + 4]!;
       const streamId = buf.readUInt32BE(at + 5) & 0x7fffffff; // the reserved bit is ignored (§4.1)
@@ -127,14 +162,26 @@ export class FrameReader {
       sink(type, flags, streamId, buf.subarray(start, at));
       if (this.#failed) return undefined;
     }
-    if (at < end) this.#pending = at === 0 ? buf : buf.subarray(at);
+    if (at < end) this.#keep(at === 0 ? buf : buf.subarray(at));
     return undefined;
+  }
+
+  #keep(piece: Buffer): undefined {
+    this.#pieces.push(piece);
+    this.#pendingBytes += piece.length;
+    return undefined;
+  }
+
+  #drop(): void {
+    this.#pieces = [];
+    this.#pendingBytes = 0;
+    this.#pendingFrame = 0;
   }
 
   /** Stops delivering frames (the connection is closing). */
   stop(): void {
     this.#failed = true;
-    this.#pending = undefined;
+    this.#drop();
   }
 }
 

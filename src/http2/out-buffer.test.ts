@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { OutBuffer, SLAB_SIZE } from "./out-buffer.ts";
+import { freeSlabCount, OutBuffer, poisonFreedSlabs, SLAB_SIZE } from "./out-buffer.ts";
 
 function bytes(n: number, fill: number): Buffer {
   return Buffer.alloc(n, fill);
@@ -26,17 +26,62 @@ test("frames written in place come out as one view, in order", () => {
   assert.equal(out.take(), undefined);
 });
 
-test("appended buffers keep their place between written bytes and are not copied", () => {
+test("copied payloads keep their place between written bytes and run on across slabs", () => {
   const out = new OutBuffer();
-  const big = bytes(5000, 7);
+  const big = Buffer.alloc(SLAB_SIZE + 5000);
+  for (let i = 0; i < big.length; i++) big[i] = i % 251;
   out.write(Buffer.from([1]));
-  out.append(big);
+  out.copy(big);
   out.write(Buffer.from([2]));
-  const pieces = out.take()!;
-  assert.equal(pieces.length, 3);
-  assert.deepEqual([...pieces[0]!], [1]);
-  assert.equal(pieces[1], big);
-  assert.deepEqual([...pieces[2]!], [2]);
+  const joined = Buffer.concat(out.take()!);
+  assert.equal(joined.length, big.length + 2);
+  assert.equal(joined[0], 1);
+  assert.ok(joined.subarray(1, 1 + big.length).equals(big));
+  assert.equal(joined[joined.length - 1], 2);
+});
+
+test("slabs go back to the pool only once the take holding their last bytes is written", () => {
+  poisonFreedSlabs(true);
+  try {
+    const out = new OutBuffer();
+    out.copy(Buffer.alloc(SLAB_SIZE, 1)); // fills slab A exactly
+    out.copy(Buffer.alloc(10, 2)); // A retired, slab B started
+    const first = out.take()!;
+    const seq1 = out.seq;
+    const before = freeSlabCount();
+    out.copy(Buffer.alloc(SLAB_SIZE, 3)); // fills B, retires it, starts C
+    const second = out.take()!;
+    const seq2 = out.seq;
+    assert.equal(freeSlabCount(), before, "nothing is free before a write completes");
+    out.written(seq1);
+    assert.equal(freeSlabCount(), before + 1, "A is free once the first take is written");
+    // B's last bytes are in the second take: still untouched.
+    assert.ok(first[1]!.every((b) => b === 2));
+    assert.ok(second[0]!.every((b) => b === 3));
+    out.written(seq2);
+    assert.equal(freeSlabCount(), before + 2);
+    // Poisoned: the views of the first take now read 0xEE (they must not be used after `written`).
+    assert.ok(first[0]!.every((b) => b === 0xee));
+  } finally {
+    poisonFreedSlabs(false);
+  }
+});
+
+test("a slab dropped while its bytes are in flight waits for their write; one already written is freed at once", () => {
+  const out = new OutBuffer();
+  out.write(Buffer.alloc(SLAB_SIZE - 100, 1)); // little room left: dropped at the take
+  out.take();
+  const before = freeSlabCount();
+  out.release();
+  assert.equal(freeSlabCount(), before);
+  out.written(out.seq);
+  assert.equal(freeSlabCount(), before + 1);
+  out.write(Buffer.alloc(10, 4));
+  out.take();
+  out.written(out.seq);
+  const mid = freeSlabCount();
+  out.release(); // all written: back at once
+  assert.equal(freeSlabCount(), mid + 1);
 });
 
 test("views already taken are never overwritten by later frames", () => {

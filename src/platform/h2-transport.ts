@@ -131,7 +131,7 @@ export class H2Transport {
     const out = this.conn.takeOutput();
     const socket = this.socket;
     if (out !== undefined && !socket.destroyed) {
-      const written = this.#controlWritten();
+      const written = this.#written();
       if (out.length === 1) socket.write(out[0]!, written);
       else {
         let total = 0;
@@ -165,14 +165,19 @@ export class H2Transport {
   }
 
   /**
-   * The write callback for a batch with control answers in it: the socket calls it once the batch has
-   * left its buffer (handed to the kernel), and only then do they stop counting against the
-   * connection's `maxQueuedControlFrames`. Batches without any (DATA, HEADERS) need none.
+   * The write callback of a batch: the socket calls it once the batch has left its buffer (handed to
+   * the kernel, or dropped with the socket), and only then are the output slabs holding it reused, and
+   * do its control answers stop counting against the connection's `maxQueuedControlFrames`.
    */
-  #controlWritten(): (() => void) | undefined {
-    const n = this.conn.takenControlFrames;
-    if (n === 0) return undefined;
-    return () => this.conn.controlFramesWritten(n);
+  #written(): () => void {
+    const conn = this.conn;
+    const n = conn.takenControlFrames;
+    const seq = conn.outputSeq;
+    if (n === 0) return () => conn.outputWritten(seq);
+    return () => {
+      conn.outputWritten(seq);
+      conn.controlFramesWritten(n);
+    };
   }
 
   /** Flushes what is queued and closes the socket (graceful end of the byte stream). */
