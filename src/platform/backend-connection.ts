@@ -96,6 +96,25 @@ export class BackendConnection {
   }
 
   /**
+   * Calls `fn` once every connected session has acknowledged a PING sent now (the backend has read what
+   * was sent before it); a session that closes first counts as answered. Never synchronously; with no
+   * connected session, on the next turn.
+   */
+  afterRoundTrip(fn: () => void): void {
+    const live = this.#slots.filter((s) => s.connected && !s.draining && !s.session.destroyed);
+    if (live.length === 0) {
+      setImmediate(fn);
+      return;
+    }
+    let left = live.length;
+    const one = () => {
+      if (--left === 0) fn();
+    };
+    // Answered or not (an error means the session went away), the round trip is over.
+    for (const slot of live) if (!slot.session.ping(() => one())) setImmediate(one);
+  }
+
+  /**
    * Opens a stream on the least-busy usable session, opening another session when every usable one is
    * at the peer's stream limit. Throws when the backend is not ready (the caller treats that as
    * "never reached the backend": safe to retry elsewhere).
