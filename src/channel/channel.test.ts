@@ -110,10 +110,10 @@ describe("channel readiness", () => {
       "a call got an answer before any backend was ready",
     );
     r.link(B).ready();
-    // Paced: the oldest at once, the next two once B has read it (its round trip).
+    // Paced: the newest at once, the other two once B has read it (its round trip).
     assert.deepEqual(
       calls.map((c) => pickedKey(c.result())),
-      [B, undefined, undefined],
+      [undefined, undefined, B],
     );
     r.link(B).ackRoundTrips();
     assert.deepEqual(
@@ -158,9 +158,9 @@ describe("channel readiness", () => {
     for (let i = 0; i < 1000; i++) calls.push(queuedCall(r));
     assert.equal(r.link(A).connectNowCalls, 1);
     r.link(A).ready();
-    // Paced: the oldest at once, then twice as many per round trip (1, 2, 4… 1024: 2000 calls after 10).
+    // Paced: the newest at once, then twice as many per round trip (1, 2, 4… 1024: 2000 calls after 10).
     assert.equal(calls.filter((c) => c.result() !== undefined).length, 1);
-    assert.equal(pickedKey(calls[0]!.result()), A, "the oldest call was not first");
+    assert.equal(pickedKey(calls.at(-1)!.result()), A, "the newest call was not first");
     let roundTrips = 0;
     for (; roundTrips < 20 && r.link(A).roundTrips.length > 0; roundTrips++) r.link(A).ackRoundTrips();
     assert.equal(roundTrips, 10);
@@ -176,15 +176,15 @@ describe("channel readiness", () => {
     const calls = Array.from({ length: 10 }, () => queuedCall(r));
     const released = () => calls.filter((c) => c.result() !== undefined).length;
     r.link(A).ready();
-    assert.equal(released(), 1, "not only the oldest call went at once");
+    assert.equal(released(), 1, "not only the newest call went at once");
     assert.equal(r.link(A).roundTripCalls, 1, "no round trip was asked after the first batch");
     // A new call meanwhile picks at once: it does not queue behind the paced ones.
     assert.equal(pickedKey(r.pick()), A);
     r.link(A).ackRoundTrips();
     assert.equal(released(), 3);
     assert.ok(
-      calls.slice(0, 3).every((c) => pickedKey(c.result()) === A),
-      "not the oldest first",
+      calls.slice(-3).every((c) => pickedKey(c.result()) === A),
+      "not the newest first",
     );
     // No answer: the next batch goes after releaseStepMs anyway.
     r.timer.advance(99);
@@ -237,7 +237,7 @@ describe("channel readiness", () => {
     assert.equal(released(), 4, "not one call when the backend came back");
     r.channel.close();
     assert.equal(released(), 8);
-    assert.ok(calls.slice(4).every((c) => c.result()?.kind === "fail"));
+    assert.ok(calls.slice(0, 4).every((c) => c.result()?.kind === "fail"));
     assert.equal(r.timer.pending, 0);
   });
 

@@ -62,18 +62,23 @@ import { systemTimer, type Timer } from "./timer.ts";
  *   the call fails with `unavailableMessage()` — each backend's reason — as a sticky TRANSIENT_FAILURE
  *   would have failed it at once (gRFC A61: a backend that failed keeps its last error as its reason
  *   while it reconnects, until it is ready again).
- * - Paced release (a slow start clocked by round trips): when the picker stops queueing, the oldest
- *   waiting call picks again at once (in the same turn as the backend became ready), and each next
- *   batch, twice as large (1, 2, 4…: 10 000 calls in 14), only once every ready backend has
+ * - Paced release (a slow start clocked by round trips, newest first): when the picker stops queueing,
+ *   the newest waiting call picks again at once (in the same turn as the backend became ready), and
+ *   each next batch, twice as large (1, 2, 4…: 10 000 calls in 14), only once every ready backend has
  *   acknowledged a round trip sent after the previous batch (`BackendLink.afterRoundTrip`: an HTTP/2
  *   PING behind those calls, so its ack says the backend has read them), or `releaseStepMs` (100 ms)
- *   after it at the latest. Measured (docs/benchmarks.md, readiness): a grpc-js server reads every
- *   stream that arrived in one socket read before it writes any answer, so ~200 calls queued during an
- *   outage and sent to a just-started (cold) backend at once — or in batches a timer turn apart, which
- *   it still read together — held the first answer back until all had been handled (100–600 ms on 2
- *   busy cores). A new call meanwhile picks at once (it does not queue behind them). When the picker
- *   queues again the release stops, and starts over at one call; a `fail` picker releases every waiter
- *   at once (failing is not paced). A picker change during the release does not release more.
+ *   after it at the latest. Why (docs/benchmarks.md, readiness): a grpc-js server reads every stream
+ *   that arrived in one socket read before it writes any answer, so ~200 calls queued during an outage
+ *   and sent at once to a just-started (cold) backend — or in batches a timer turn apart, which it
+ *   still read together — held the first answer back until all had been handled (100–600 ms on 2 busy
+ *   cores). Newest first because after an outage the oldest waiters are the ones about to miss their
+ *   deadline (with 2 s deadlines the oldest had 0–20 ms left): sent first, they spend the cold
+ *   backend's first, slowest work on calls that fail anyway; left last, most of them end in the queue
+ *   without costing the backend anything (adaptive LIFO). The whole queue is out within ~log2(n)
+ *   round trips, so no waiter starves. A new call meanwhile picks at once (it does not queue behind
+ *   them). When the picker queues again the release stops, and starts over at one call; a `fail`
+ *   picker releases every waiter at once (failing is not paced). A picker change during the release
+ *   does not release more.
  * - Blocked backends are not woken, and when only blocked backends remain calls fail at once with
  *   their reasons: an ejected backend was judged failing by recent calls, a not-serving one said so (or
  *   its health connection cannot reach it); waking its data connection would not make it a candidate,
@@ -245,7 +250,7 @@ function topSkills(skills: ReadonlyMap<string, number>, n: number): Record<strin
 /** The one `queue` picker, so a rebuild that still queues does not wake the waiting calls. */
 const QUEUE: Picker = constantPicker({ kind: "queue" });
 
-/** Queued calls released at once when the picker stops queueing; doubles with each round trip. */
+/** Queued calls released at once (newest first) when the picker stops queueing; doubles per round trip. */
 export const RELEASE_FIRST = 1;
 
 /** What the current picker answers: the ready backends' picks, `queue`, or `fail`. */
@@ -669,16 +674,13 @@ export class Channel<L extends BackendLink = BackendLink> {
   }
 
   /**
-   * Paced release (see Readiness): runs the `#releaseSize` oldest waiters now, and the next batch,
+   * Paced release (see Readiness): runs the `#releaseSize` newest waiters now, and the next batch,
    * twice as large, once every ready backend has acknowledged a round trip sent after this one (it has
    * read these calls), or `releaseStepMs` after it at the latest.
    */
   #releaseWaiters(): void {
-    const batch: (() => void)[] = [];
-    for (const w of this.#waiters) {
-      batch.push(w);
-      if (batch.length >= this.#releaseSize) break;
-    }
+    // Newest first (the set keeps arrival order).
+    const batch = [...this.#waiters].slice(-this.#releaseSize).reverse();
     this.#releaseSize *= 2;
     for (const w of batch) this.#waiters.delete(w);
     // Set before the batch runs: a picker change it causes does not start another release.
