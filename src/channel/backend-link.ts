@@ -22,8 +22,10 @@ export type { BackendState };
  * - `close()`: graceful, no new calls, open ones finish; `destroy()`: at once. Both end in shutdown.
  * - `afterRoundTrip(fn)`: calls `fn` once the backend has read everything sent to it so far (an
  *   HTTP/2 PING sent now on each of its connections has been acknowledged; a connection that closes
- *   first counts as answered), never synchronously, at most once. With no connection to ask (not
- *   ready), soon. The channel paces the release of queued calls with it (channel.ts, Readiness).
+ *   first counts as answered), never synchronously, at most once. It may answer on the next turn
+ *   without asking — no connection to ask, or asking would cost the connection (gRPC servers close
+ *   one that PINGs too often) — and the channel then paces by turns. The channel paces the release of
+ *   queued calls with it (channel.ts, Readiness).
  * - `sessionCount`: transport sessions open or opening, for /status.
  */
 export interface BackendLink {

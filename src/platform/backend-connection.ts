@@ -96,22 +96,11 @@ export class BackendConnection {
   }
 
   /**
-   * Calls `fn` once every connected session has acknowledged a PING sent now (the backend has read what
-   * was sent before it); a session that closes first counts as answered. Never synchronously; with no
-   * connected session, on the next turn.
+   * Calls `fn` on the next turn without asking the backend (BackendLink allows it): this link is not
+   * the data path's, so nothing is paced by it (FrameBackend asks with a PING).
    */
   afterRoundTrip(fn: () => void): void {
-    const live = this.#slots.filter((s) => s.connected && !s.draining && !s.session.destroyed);
-    if (live.length === 0) {
-      setImmediate(fn);
-      return;
-    }
-    let left = live.length;
-    const one = () => {
-      if (--left === 0) fn();
-    };
-    // Answered or not (an error means the session went away), the round trip is over.
-    for (const slot of live) if (!slot.session.ping(() => one())) setImmediate(one);
+    setImmediate(fn);
   }
 
   /**

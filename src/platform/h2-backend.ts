@@ -67,12 +67,24 @@ interface Session {
   resetTokens: number;
   /** Waiting for the acks of round-trip PINGs sent on it (`afterRoundTrip`), oldest first. */
   roundTrips: (() => void)[];
+  /** Round-trip PINGs sent since `roundTripWindowAt` (at most ROUND_TRIP_PINGS per window). */
+  roundTripPings: number;
+  roundTripWindowAt: number;
   resetRefilledAt: number;
 }
 
 const PING_OPAQUE = Buffer.from("rosterKA", "latin1");
 /** The payload of `afterRoundTrip`'s PINGs, told apart from keepalive's by their acks. */
 const ROUND_TRIP_OPAQUE = Buffer.from("rosterRT", "latin1");
+/**
+ * Round-trip PINGs one connection carries per ROUND_TRIP_WINDOW_MS. gRPC servers count a PING that
+ * comes within 5 minutes of the last one with none of their own HEADERS or DATA in between as a
+ * strike, and close the connection (GOAWAY ENHANCE_YOUR_CALM "too_many_pings") past 2 strikes (grpc-go
+ * `maxPingStrikes`, C-core `max_ping_strikes`, grpc-java's KeepAliveEnforcer): the first PING on a new
+ * connection is free, the second at worst one strike.
+ */
+const ROUND_TRIP_PINGS = 2;
+const ROUND_TRIP_WINDOW_MS = 5 * 60_000;
 
 export class FrameBackend {
   readonly #o: FrameBackendOptions;
@@ -111,20 +123,31 @@ export class FrameBackend {
   /**
    * Calls `fn` once the backend has read everything sent to it so far: a PING is sent now on each
    * connected connection, after whatever is queued on it, and `fn` runs when the last ack is back (a
-   * connection that closes first counts as answered). Never synchronously; with no connection to ask,
-   * on the next turn.
+   * connection that closes first counts as answered). Never synchronously. A connection that has
+   * carried its ROUND_TRIP_PINGS in the window is not asked (it counts as answered on the next turn),
+   * nor is anything when no connection is connected.
    */
   afterRoundTrip(fn: () => void): void {
-    const live = this.#sessions.filter((s) => s.connected && !s.draining && !s.transport.closed);
-    if (live.length === 0) {
+    const now = systemClock.now();
+    const asked: Session[] = [];
+    for (const s of this.#sessions) {
+      if (!s.connected || s.draining || s.transport.closed) continue;
+      if (now - s.roundTripWindowAt >= ROUND_TRIP_WINDOW_MS) {
+        s.roundTripWindowAt = now;
+        s.roundTripPings = 0;
+      }
+      if (s.roundTripPings < ROUND_TRIP_PINGS) asked.push(s);
+    }
+    if (asked.length === 0) {
       setImmediate(fn);
       return;
     }
-    let left = live.length;
+    let left = asked.length;
     const one = () => {
       if (--left === 0) fn();
     };
-    for (const s of live) {
+    for (const s of asked) {
+      s.roundTripPings++;
       s.roundTrips.push(one);
       s.transport.conn.ping(ROUND_TRIP_OPAQUE);
     }
@@ -263,6 +286,8 @@ export class FrameBackend {
       resetTokens: (this.#o.resetBudget ?? DEFAULT_RESET_BUDGET).burst,
       resetRefilledAt: systemClock.now(),
       roundTrips: [],
+      roundTripPings: 0,
+      roundTripWindowAt: systemClock.now(),
     };
     this.#sessions.push(session);
     const connectTimeoutMs = this.#o.connectTimeoutMs ?? 5000;
