@@ -67,7 +67,10 @@ import { systemTimer, type Timer } from "./timer.ts";
  *   each next batch, twice as large (1, 2, 4…: 10 000 calls in 14), only once every ready backend has
  *   acknowledged a round trip sent after the previous batch (`BackendLink.afterRoundTrip`: an HTTP/2
  *   PING behind those calls, so its ack says the backend has read them), or `releaseStepMs` (100 ms)
- *   after it at the latest. Why (docs/benchmarks.md, readiness): a grpc-js server reads every stream
+ *   after it at the latest. FrameBackend sends at most 2 such PINGs per connection per 5 minutes (gRPC
+ *   servers close a connection that PINGs more often with none of their data in between) and then
+ *   answers on the next turn: on a new connection 1 call, 2 after one round trip, 4 after another,
+ *   then twice as many per turn — the first answers come from a backend that read few calls. Why (docs/benchmarks.md, readiness): a grpc-js server reads every stream
  *   that arrived in one socket read before it writes any answer, so ~200 calls queued during an outage
  *   and sent at once to a just-started (cold) backend — or in batches a timer turn apart, which it
  *   still read together — held the first answer back until all had been handled (100–600 ms on 2 busy
