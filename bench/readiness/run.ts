@@ -35,7 +35,7 @@ function arg(name: string, fallback: string): string {
 
 const runs = Number(arg("runs", "3"));
 const downMs = Number(arg("down-s", "8")) * 1000;
-const paths = arg("paths", PATHS.join(",")).split(",") as PathName[];
+const paths = arg("paths", "roster,haproxy,nginx").split(",") as PathName[];
 const out = arg("out", "");
 const baseline = arg("baseline", "");
 if (baseline !== "" && !paths.includes("baseline")) paths.push("baseline");
