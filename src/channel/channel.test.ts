@@ -201,6 +201,26 @@ describe("channel readiness", () => {
     r.channel.close();
   });
 
+  it("skips calls that ended while they waited: each batch is of calls still waiting, newest first", async () => {
+    const r = await rig([A]);
+    const calls = Array.from({ length: 6 }, () => queuedCall(r));
+    // The newest and two of the oldest end (deadline, client gone) before A is ready.
+    for (const i of [5, 0, 1]) calls[i]!.cancel();
+    r.link(A).ready();
+    assert.deepEqual(
+      calls.map((c) => pickedKey(c.result())),
+      [undefined, undefined, undefined, undefined, A, undefined],
+    );
+    r.link(A).ackRoundTrips();
+    assert.deepEqual(
+      calls.map((c) => pickedKey(c.result())),
+      [undefined, undefined, A, A, A, undefined],
+    );
+    assert.equal(r.link(A).roundTrips.length, 0, "a round trip was asked with no call left waiting");
+    assert.equal(r.timer.pending, 0);
+    r.channel.close();
+  });
+
   it("asks every ready backend for the round trip, and waits for all of them", async () => {
     const r = await rig([A, B]);
     const calls = Array.from({ length: 4 }, () => queuedCall(r));
