@@ -1,6 +1,7 @@
 // bench/readiness — how soon a backend that comes up is used through a proxy (README.md beside this).
 //
 //   node --import tsx bench/readiness/run.ts [--runs 3] [--paths roster,haproxy,nginx] [--down-s 8] [--out FILE.json]
+//     [--baseline DIR]   also path "baseline": roster run from another checkout (DIR/src/cli/main.ts), for A/B
 //
 // Per path and run: the proxy starts first with one backend whose port is closed; a grpc-js client
 // calls through it every 10 ms (2 s deadline, no wait-for-ready); the backend starts; 3 s later it is
@@ -21,7 +22,7 @@ import type { ReadyMessage } from "./backend.ts";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..", "..");
-const PATHS = ["roster", "haproxy", "nginx"] as const;
+const PATHS = ["roster", "haproxy", "nginx", "baseline"] as const;
 type PathName = (typeof PATHS)[number];
 const CALL_EVERY_MS = 10;
 const DEADLINE_MS = 2000;
@@ -34,8 +35,11 @@ function arg(name: string, fallback: string): string {
 
 const runs = Number(arg("runs", "3"));
 const downMs = Number(arg("down-s", "8")) * 1000;
-const paths = arg("paths", PATHS.join(",")).split(",") as PathName[];
+const paths = arg("paths", "roster,haproxy,nginx").split(",") as PathName[];
 const out = arg("out", "");
+const baseline = arg("baseline", "");
+if (baseline !== "" && !paths.includes("baseline")) paths.push("baseline");
+if (paths.includes("baseline") && baseline === "") throw new Error("--paths baseline needs --baseline DIR");
 for (const p of paths) if (!PATHS.includes(p)) throw new Error(`--paths: unknown path ${p}`);
 
 const now = () => performance.timeOrigin + performance.now();
@@ -58,7 +62,7 @@ async function startProxy(name: PathName, backendPort: number): Promise<{ proxy:
     nginxKeepalive: undefined,
   };
   let proxy: Child;
-  if (name === "roster") {
+  if (name === "roster" || name === "baseline") {
     proxy = registry.spawn(
       "roster",
       process.execPath,
@@ -74,7 +78,7 @@ async function startProxy(name: PathName, backendPort: number): Promise<{ proxy:
         "--policy",
         "round_robin",
       ],
-      { cwd: ROOT },
+      { cwd: name === "baseline" ? baseline : ROOT },
     );
   } else if (name === "haproxy") {
     const conf = path.join(tmp, `haproxy-${port}.cfg`);

@@ -20,6 +20,12 @@ export type { BackendState };
  *   backoff is not reset: a failure starts the next, longer step). In any other state, nothing. Cheap:
  *   the channel calls it at most once per backoff step.
  * - `close()`: graceful, no new calls, open ones finish; `destroy()`: at once. Both end in shutdown.
+ * - `afterRoundTrip(fn)`: calls `fn` once the backend has read everything sent to it so far (an
+ *   HTTP/2 PING sent now on each of its connections has been acknowledged; a connection that closes
+ *   first counts as answered), never synchronously, at most once. It may answer on the next turn
+ *   without asking — no connection to ask, or asking would cost the connection (gRPC servers close
+ *   one that PINGs too often) — and the channel then paces by turns. The channel paces the release of
+ *   queued calls with it (channel.ts, Readiness).
  * - `sessionCount`: transport sessions open or opening, for /status.
  */
 export interface BackendLink {
@@ -27,6 +33,7 @@ export interface BackendLink {
   readonly sessionCount: number;
   start(): void;
   connectNow(): void;
+  afterRoundTrip(fn: () => void): void;
   close(): void;
   destroy(): void;
 }

@@ -110,6 +110,12 @@ describe("channel readiness", () => {
       "a call got an answer before any backend was ready",
     );
     r.link(B).ready();
+    // Paced: the newest at once, the other two once B has read it (its round trip).
+    assert.deepEqual(
+      calls.map((c) => pickedKey(c.result())),
+      [undefined, undefined, B],
+    );
+    r.link(B).ackRoundTrips();
     assert.deepEqual(
       calls.map((c) => pickedKey(c.result())),
       [B, B, B],
@@ -152,18 +158,107 @@ describe("channel readiness", () => {
     for (let i = 0; i < 1000; i++) calls.push(queuedCall(r));
     assert.equal(r.link(A).connectNowCalls, 1);
     r.link(A).ready();
-    // Paced: the oldest 4 at once, then twice as many per timer turn.
-    assert.equal(calls.filter((c) => c.result() !== undefined).length, 4);
-    assert.ok(
-      calls.slice(0, 4).every((c) => pickedKey(c.result()) === A),
-      "the oldest calls were not first",
-    );
-    r.timer.advance(0); // the following turns (8, 16, 32…) fall due within it
+    // Paced: the newest at once, then twice as many per round trip (1, 2, 4… 1024: 2000 calls after 10).
+    assert.equal(calls.filter((c) => c.result() !== undefined).length, 1);
+    assert.equal(pickedKey(calls.at(-1)!.result()), A, "the newest call was not first");
+    let roundTrips = 0;
+    for (; roundTrips < 20 && r.link(A).roundTrips.length > 0; roundTrips++) r.link(A).ackRoundTrips();
+    assert.equal(roundTrips, 10);
     assert.ok(
       calls.every((c) => pickedKey(c.result()) === A),
       "a queued call was not released",
     );
     r.channel.close();
+  });
+
+  it("paces the release by round trips: a batch waits for the backend to read the last one, or the step time", async () => {
+    const r = await rig([A], { releaseStepMs: 100 });
+    const calls = Array.from({ length: 10 }, () => queuedCall(r));
+    const released = () => calls.filter((c) => c.result() !== undefined).length;
+    r.link(A).ready();
+    assert.equal(released(), 1, "not only the newest call went at once");
+    assert.equal(r.link(A).roundTripCalls, 1, "no round trip was asked after the first batch");
+    // A new call meanwhile picks at once: it does not queue behind the paced ones.
+    assert.equal(pickedKey(r.pick()), A);
+    r.link(A).ackRoundTrips();
+    assert.equal(released(), 3);
+    assert.ok(
+      calls.slice(-3).every((c) => pickedKey(c.result()) === A),
+      "not the newest first",
+    );
+    // No answer: the next batch goes after releaseStepMs anyway.
+    r.timer.advance(99);
+    assert.equal(released(), 3);
+    r.timer.advance(1);
+    assert.equal(released(), 7);
+    // A late ack of a round trip already given up on releases nothing more.
+    const stale = r.link(A).roundTrips.splice(0, 1);
+    r.link(A).ackRoundTrips();
+    assert.equal(released(), 10);
+    for (const fn of stale) fn();
+    assert.equal(released(), 10);
+    assert.equal(r.timer.pending, 0, "a release timer outlived the queue");
+    r.channel.close();
+  });
+
+  it("skips calls that ended while they waited: each batch is of calls still waiting, newest first", async () => {
+    const r = await rig([A]);
+    const calls = Array.from({ length: 6 }, () => queuedCall(r));
+    // The newest and two of the oldest end (deadline, client gone) before A is ready.
+    for (const i of [5, 0, 1]) calls[i]!.cancel();
+    r.link(A).ready();
+    assert.deepEqual(
+      calls.map((c) => pickedKey(c.result())),
+      [undefined, undefined, undefined, undefined, A, undefined],
+    );
+    r.link(A).ackRoundTrips();
+    assert.deepEqual(
+      calls.map((c) => pickedKey(c.result())),
+      [undefined, undefined, A, A, A, undefined],
+    );
+    assert.equal(r.link(A).roundTrips.length, 0, "a round trip was asked with no call left waiting");
+    assert.equal(r.timer.pending, 0);
+    r.channel.close();
+  });
+
+  it("asks every ready backend for the round trip, and waits for all of them", async () => {
+    const r = await rig([A, B]);
+    const calls = Array.from({ length: 4 }, () => queuedCall(r));
+    const released = () => calls.filter((c) => c.result() !== undefined).length;
+    r.link(A).ready();
+    assert.equal(released(), 1);
+    // B becomes ready during the paced release: it goes on (no extra batch for the picker change).
+    r.link(B).ready();
+    assert.equal(released(), 1);
+    r.link(A).ackRoundTrips();
+    assert.equal(released(), 3);
+    assert.equal(r.link(A).roundTripCalls, 2);
+    assert.equal(r.link(B).roundTripCalls, 1);
+    r.link(A).ackRoundTrips();
+    assert.equal(released(), 3, "released before B had answered");
+    r.link(B).ackRoundTrips();
+    assert.equal(released(), 4);
+    r.channel.close();
+  });
+
+  it("stops a paced release when no backend is ready, starts over with one call, and fails the rest at once on close", async () => {
+    const r = await rig([A]);
+    const calls = Array.from({ length: 8 }, () => queuedCall(r));
+    const released = () => calls.filter((c) => c.result() !== undefined).length;
+    r.link(A).ready();
+    r.link(A).ackRoundTrips();
+    assert.equal(released(), 3);
+    r.link(A).fail(); // acks the pending round trip (a closed connection answers)
+    assert.equal(released(), 3, "released while no backend was ready");
+    r.timer.advance(1000);
+    assert.equal(released(), 3);
+    r.link(A).connectNow();
+    r.link(A).ready();
+    assert.equal(released(), 4, "not one call when the backend came back");
+    r.channel.close();
+    assert.equal(released(), 8);
+    assert.ok(calls.slice(0, 4).every((c) => c.result()?.kind === "fail"));
+    assert.equal(r.timer.pending, 0);
   });
 
   it("keeps waking each new backoff step while calls wait, at most once per wake delay", async () => {

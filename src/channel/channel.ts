@@ -62,11 +62,26 @@ import { systemTimer, type Timer } from "./timer.ts";
  *   the call fails with `unavailableMessage()` — each backend's reason — as a sticky TRANSIENT_FAILURE
  *   would have failed it at once (gRFC A61: a backend that failed keeps its last error as its reason
  *   while it reconnects, until it is ready again).
- * - Paced release (a slow start): when the picker stops queueing, the waiting calls pick again oldest
- *   first, 4 in the first timer turn and twice as many in each next one (10 000 calls in ~12 turns),
- *   not all in one tick. ~200 calls queued during an outage, sent at once to a backend that had just
- *   started, delayed the first answer to ~130 ms after it was ready (a cold grpc-js server on 2
- *   cores); paced, ~30–60 ms. A new call meanwhile picks at once (it does not queue behind them).
+ * - Paced release (a slow start clocked by round trips, newest first): when the picker stops queueing,
+ *   the newest waiting call picks again at once (in the same turn as the backend became ready), and
+ *   each next batch, twice as large (1, 2, 4…: 10 000 calls in 14), only once every ready backend has
+ *   acknowledged a round trip sent after the previous batch (`BackendLink.afterRoundTrip`: an HTTP/2
+ *   PING behind those calls, so its ack says the backend has read them), or `releaseStepMs` (100 ms)
+ *   after it at the latest. FrameBackend sends at most 2 such PINGs per connection per 5 minutes (gRPC
+ *   servers close a connection that PINGs more often with none of their data in between) and then
+ *   answers on the next turn: on a new connection 1 call, 2 after one round trip, 4 after another,
+ *   then twice as many per turn — the first answers come from a backend that read few calls. Why (docs/benchmarks.md, readiness): a grpc-js server reads every stream
+ *   that arrived in one socket read before it writes any answer, so ~200 calls queued during an outage
+ *   and sent at once to a just-started (cold) backend — or in batches a timer turn apart, which it
+ *   still read together — held the first answer back until all had been handled (100–600 ms on 2 busy
+ *   cores). Newest first because after an outage the oldest waiters are the ones about to miss their
+ *   deadline (with 2 s deadlines the oldest had 0–20 ms left): sent first, they spend the cold
+ *   backend's first, slowest work on calls that fail anyway; left last, most of them end in the queue
+ *   without costing the backend anything (adaptive LIFO). The whole queue is out within ~log2(n)
+ *   round trips, so no waiter starves. A new call meanwhile picks at once (it does not queue behind
+ *   them). When the picker queues again the release stops, and starts over at one call; a `fail`
+ *   picker releases every waiter at once (failing is not paced). A picker change during the release
+ *   does not release more.
  * - Blocked backends are not woken, and when only blocked backends remain calls fail at once with
  *   their reasons: an ejected backend was judged failing by recent calls, a not-serving one said so (or
  *   its health connection cannot reach it); waking its data connection would not make it a candidate,
@@ -95,6 +110,11 @@ export interface ChannelOptions<L extends BackendLink = BackendLink> {
    * (see Readiness above). Default `defaultReadiness.wakeDelayMs`.
    */
   readonly wakeDelayMs?: number;
+  /**
+   * Longest wait between two batches of the paced release when the backends do not acknowledge the
+   * round trip sooner (see Readiness). Default `defaultReadiness.releaseStepMs`.
+   */
+  readonly releaseStepMs?: number;
   /** Active health checks of every backend; absent: a connected backend is healthy. */
   readonly healthChecker?: HealthChecker;
   /** Passive outlier ejection (gRFC A50); absent, or with neither algorithm configured: off. */
@@ -112,7 +132,7 @@ export interface ChannelOptions<L extends BackendLink = BackendLink> {
 }
 
 /** Defaults of the channel's readiness (see the Channel's header). */
-export const defaultReadiness = { wakeDelayMs: 20 } as const;
+export const defaultReadiness = { wakeDelayMs: 20, releaseStepMs: 100 } as const;
 
 export type ChannelEvent =
   | { kind: "backend-added"; key: string }
@@ -233,8 +253,16 @@ function topSkills(skills: ReadonlyMap<string, number>, n: number): Record<strin
 /** The one `queue` picker, so a rebuild that still queues does not wake the waiting calls. */
 const QUEUE: Picker = constantPicker({ kind: "queue" });
 
-/** Queued calls released in the first timer turn after the picker stops queueing; doubles each turn. */
-export const RELEASE_FIRST = 4;
+/** Queued calls released at once (newest first) when the picker stops queueing; doubles per round trip. */
+export const RELEASE_FIRST = 1;
+
+/** What the current picker answers: the ready backends' picks, `queue`, or `fail`. */
+type PickerKind = "ready" | "queue" | "fail";
+
+/** A batch of the paced release whose round trip is awaited. */
+interface ReleaseStep {
+  cancelTimer: (() => void) | undefined;
+}
 
 export class Channel<L extends BackendLink = BackendLink> {
   readonly name: string;
@@ -243,6 +271,9 @@ export class Channel<L extends BackendLink = BackendLink> {
   readonly #backends = new Map<string, Backend<L>>();
   #endpoints = new Map<string, Endpoint>();
   #picker: Picker;
+  #pickerKind: PickerKind = "queue";
+  /** The candidates the picker was built from (when it is `ready`). */
+  #ready: Backend<L>[] = [];
   #notFound = false;
   #discovered = false;
   readonly #waiters = new Set<() => void>();
@@ -251,11 +282,12 @@ export class Channel<L extends BackendLink = BackendLink> {
   readonly #timer: Timer;
   readonly #createLink: CreateBackendLink<L>;
   readonly #wakeDelayMs: number;
+  readonly #releaseStepMs: number;
   #cancelOutlierTimer: (() => void) | undefined;
   /** Backends in backoff that a queued call may wake (neither ejected nor not-serving). */
   #asleep: Backend<L>[] = [];
   #cancelWakeTimer: (() => void) | undefined;
-  #cancelRelease: (() => void) | undefined;
+  #releaseStep: ReleaseStep | undefined;
   #releaseSize = RELEASE_FIRST;
   #wakeTimerAt = Number.POSITIVE_INFINITY;
 
@@ -266,6 +298,7 @@ export class Channel<L extends BackendLink = BackendLink> {
     this.#picker = QUEUE;
     this.#timer = options.timer ?? systemTimer;
     this.#wakeDelayMs = options.wakeDelayMs ?? defaultReadiness.wakeDelayMs;
+    this.#releaseStepMs = options.releaseStepMs ?? defaultReadiness.releaseStepMs;
     this.#createLink = options.createConnection;
     const od = options.outlierDetection;
     const detector = od === undefined ? undefined : createOutlierDetector(od, options.deps);
@@ -419,6 +452,7 @@ export class Channel<L extends BackendLink = BackendLink> {
     this.#cancelWakeTimer?.();
     this.#cancelWakeTimer = undefined;
     this.#asleep = [];
+    this.#endRelease();
     for (const b of this.#backends.values()) {
       b.healthAbort.abort();
       b.orcaAbort.abort();
@@ -430,6 +464,7 @@ export class Channel<L extends BackendLink = BackendLink> {
         kind: "fail",
         status: { code: Status.UNAVAILABLE, message: `cluster ${this.name} is shut down` },
       }),
+      "fail",
     );
   }
 
@@ -592,12 +627,13 @@ export class Channel<L extends BackendLink = BackendLink> {
       else if (s.kind === "connecting" || s.kind === "idle") pending++;
     }
     this.#asleep = asleep;
+    this.#ready = ready;
     if (ready.length > 0) {
-      this.#setPicker(this.#balancer.update(ready));
+      this.#setPicker(this.#balancer.update(ready), "ready");
       return;
     }
     if (!this.#discovered || pending > 0 || asleep.length > 0) {
-      this.#setPicker(QUEUE);
+      this.#setPicker(QUEUE, "queue");
       return;
     }
     this.#setPicker(
@@ -605,37 +641,68 @@ export class Channel<L extends BackendLink = BackendLink> {
         kind: "fail",
         status: { code: Status.UNAVAILABLE, message: this.unavailableMessage() },
       }),
+      "fail",
     );
   }
 
-  #setPicker(picker: Picker): void {
-    // queue → queue changes nothing for a waiting call: it is not woken to pick again.
-    const same = picker === QUEUE && this.#picker === QUEUE;
+  #setPicker(picker: Picker, kind: PickerKind): void {
     this.#picker = picker;
-    if (same) return;
-    if (this.#cancelRelease === undefined) this.#releaseSize = RELEASE_FIRST;
-    this.#releaseWaiters();
+    this.#pickerKind = kind;
+    switch (kind) {
+      case "queue":
+        // A waiting call would only queue again: it is not woken. A paced release stops, and starts
+        // over (one call) when a backend is ready again.
+        this.#endRelease();
+        return;
+      case "fail": {
+        // Every waiting call fails now; failing is not paced.
+        this.#endRelease();
+        const all = [...this.#waiters];
+        this.#waiters.clear();
+        for (const w of all) w();
+        return;
+      }
+      case "ready":
+        // A paced release in progress goes on, its next batch picking from the new picker.
+        if (this.#releaseStep !== undefined || this.#waiters.size === 0) return;
+        this.#releaseSize = RELEASE_FIRST;
+        this.#releaseWaiters();
+        return;
+    }
+  }
+
+  #endRelease(): void {
+    this.#releaseStep?.cancelTimer?.();
+    this.#releaseStep = undefined;
   }
 
   /**
-   * Runs the oldest waiters now (RELEASE_FIRST, twice as many each later turn) and the rest in later
-   * timer turns, while the picker does not queue (see Readiness: paced release).
+   * Paced release (see Readiness): runs the `#releaseSize` newest waiters now, and the next batch,
+   * twice as large, once every ready backend has acknowledged a round trip sent after this one (it has
+   * read these calls), or `releaseStepMs` after it at the latest.
    */
   #releaseWaiters(): void {
-    if (this.#waiters.size === 0) return;
-    const batch: (() => void)[] = [];
-    for (const w of this.#waiters) {
-      batch.push(w);
-      if (batch.length >= this.#releaseSize) break;
-    }
+    // Newest first (the set keeps arrival order).
+    const batch = [...this.#waiters].slice(-this.#releaseSize).reverse();
     this.#releaseSize *= 2;
     for (const w of batch) this.#waiters.delete(w);
-    if (this.#waiters.size > 0 && this.#cancelRelease === undefined) {
-      this.#cancelRelease = this.#timer.setTimeout(() => {
-        this.#cancelRelease = undefined;
-        if (this.#picker !== QUEUE) this.#releaseWaiters();
-      }, 0);
-    }
+    // Set before the batch runs: a picker change it causes does not start another release.
+    const step: ReleaseStep | undefined = this.#waiters.size > 0 ? { cancelTimer: undefined } : undefined;
+    this.#releaseStep = step;
     for (const w of batch) w();
+    if (step === undefined || this.#releaseStep !== step) return;
+    const next = () => {
+      if (this.#releaseStep !== step) return;
+      this.#endRelease();
+      if (this.#pickerKind === "ready" && this.#waiters.size > 0) this.#releaseWaiters();
+    };
+    step.cancelTimer = this.#timer.setTimeout(next, this.#releaseStepMs);
+    // After the batch: each backend's PING follows the calls just sent to it.
+    let left = this.#ready.length;
+    for (const b of this.#ready) {
+      b.connection.afterRoundTrip(() => {
+        if (--left === 0) next();
+      });
+    }
   }
 }

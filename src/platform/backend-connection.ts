@@ -96,6 +96,14 @@ export class BackendConnection {
   }
 
   /**
+   * Calls `fn` on the next turn without asking the backend (BackendLink allows it): this link is not
+   * the data path's, so nothing is paced by it (FrameBackend asks with a PING).
+   */
+  afterRoundTrip(fn: () => void): void {
+    setImmediate(fn);
+  }
+
+  /**
    * Opens a stream on the least-busy usable session, opening another session when every usable one is
    * at the peer's stream limit. Throws when the backend is not ready (the caller treats that as
    * "never reached the backend": safe to retry elsewhere).

@@ -50,6 +50,10 @@ export interface FrameBackendOptions {
   readonly resetBudget?: { readonly burst: number; readonly perSecond: number };
 }
 
+function runAll(fns: readonly (() => void)[]): void {
+  for (const fn of fns) fn();
+}
+
 const DEFAULT_RESET_BUDGET = { burst: 500, perSecond: 20 };
 
 interface Session {
@@ -61,10 +65,26 @@ interface Session {
   connectTimer: NodeJS.Timeout | undefined;
   /** Cancellations this connection may still send (token bucket, see `cancel`). */
   resetTokens: number;
+  /** Waiting for the acks of round-trip PINGs sent on it (`afterRoundTrip`), oldest first. */
+  roundTrips: (() => void)[];
+  /** Round-trip PINGs sent since `roundTripWindowAt` (at most ROUND_TRIP_PINGS per window). */
+  roundTripPings: number;
+  roundTripWindowAt: number;
   resetRefilledAt: number;
 }
 
 const PING_OPAQUE = Buffer.from("rosterKA", "latin1");
+/** The payload of `afterRoundTrip`'s PINGs, told apart from keepalive's by their acks. */
+const ROUND_TRIP_OPAQUE = Buffer.from("rosterRT", "latin1");
+/**
+ * Round-trip PINGs one connection carries per ROUND_TRIP_WINDOW_MS. gRPC servers count a PING that
+ * comes within 5 minutes of the last one with none of their own HEADERS or DATA in between as a
+ * strike, and close the connection (GOAWAY ENHANCE_YOUR_CALM "too_many_pings") past 2 strikes (grpc-go
+ * `maxPingStrikes`, C-core `max_ping_strikes`, grpc-java's KeepAliveEnforcer): the first PING on a new
+ * connection is free, the second at worst one strike.
+ */
+const ROUND_TRIP_PINGS = 2;
+const ROUND_TRIP_WINDOW_MS = 5 * 60_000;
 
 export class FrameBackend {
   readonly #o: FrameBackendOptions;
@@ -98,6 +118,39 @@ export class FrameBackend {
     if (this.#state.kind !== "transient-failure") return;
     clearTimeout(this.#retryTimer);
     this.#connect();
+  }
+
+  /**
+   * Calls `fn` once the backend has read everything sent to it so far: a PING is sent now on each
+   * connected connection, after whatever is queued on it, and `fn` runs when the last ack is back (a
+   * connection that closes first counts as answered). Never synchronously. A connection that has
+   * carried its ROUND_TRIP_PINGS in the window is not asked (it counts as answered on the next turn),
+   * nor is anything when no connection is connected.
+   */
+  afterRoundTrip(fn: () => void): void {
+    const now = systemClock.now();
+    const asked: Session[] = [];
+    for (const s of this.#sessions) {
+      if (!s.connected || s.draining || s.transport.closed) continue;
+      if (now - s.roundTripWindowAt >= ROUND_TRIP_WINDOW_MS) {
+        s.roundTripWindowAt = now;
+        s.roundTripPings = 0;
+      }
+      if (s.roundTripPings < ROUND_TRIP_PINGS) asked.push(s);
+    }
+    if (asked.length === 0) {
+      setImmediate(fn);
+      return;
+    }
+    let left = asked.length;
+    const one = () => {
+      if (--left === 0) fn();
+    };
+    for (const s of asked) {
+      s.roundTripPings++;
+      s.roundTrips.push(one);
+      s.transport.conn.ping(ROUND_TRIP_OPAQUE);
+    }
   }
 
   /**
@@ -201,7 +254,11 @@ export class FrameBackend {
         },
         onGoaway: () => this.#drain(session),
         onDrained: () => session.transport.end(),
-        onPingAck: () => {
+        onPingAck: (opaque) => {
+          if (opaque.equals(ROUND_TRIP_OPAQUE)) {
+            session.roundTrips.shift()?.();
+            return;
+          }
           clearTimeout(session.pingDeadline);
           session.pingDeadline = undefined;
           this.#schedulePing(session);
@@ -228,6 +285,9 @@ export class FrameBackend {
       connectTimer: undefined,
       resetTokens: (this.#o.resetBudget ?? DEFAULT_RESET_BUDGET).burst,
       resetRefilledAt: systemClock.now(),
+      roundTrips: [],
+      roundTripPings: 0,
+      roundTripWindowAt: systemClock.now(),
     };
     this.#sessions.push(session);
     const connectTimeoutMs = this.#o.connectTimeoutMs ?? 5000;
@@ -266,6 +326,10 @@ export class FrameBackend {
     clearTimeout(session.pingTimer);
     clearTimeout(session.pingDeadline);
     this.#sessions = this.#sessions.filter((s) => s !== session);
+    // Its round trips will never be acked: they are over.
+    // (after this close has been handled: the state below changes first).
+    const roundTrips = session.roundTrips.splice(0);
+    if (roundTrips.length > 0) setImmediate(() => runAll(roundTrips));
     if (this.#state.kind === "shutdown") return;
     const live = this.#sessions.filter((s) => !s.draining);
     if (live.some((s) => s.connected)) return;

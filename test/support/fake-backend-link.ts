@@ -21,6 +21,10 @@ export class FakeBackendLink implements BackendLink {
   /** connectNow() calls that started an attempt (from transient-failure). */
   wakeUps = 0;
   startCalls = 0;
+  /** afterRoundTrip() callbacks not yet answered (`ackRoundTrips`, or the connection's end). */
+  roundTrips: (() => void)[] = [];
+  /** Every afterRoundTrip() call. */
+  roundTripCalls = 0;
 
   constructor(o: BackendLinkOptions) {
     this.address = o.address;
@@ -43,8 +47,20 @@ export class FakeBackendLink implements BackendLink {
     this.#set({ kind: "connecting" });
   }
 
+  afterRoundTrip(fn: () => void): void {
+    this.roundTripCalls++;
+    this.roundTrips.push(fn);
+  }
+
+  /** The backend acknowledged every round trip asked so far. */
+  ackRoundTrips(): void {
+    const fns = this.roundTrips.splice(0);
+    for (const fn of fns) fn();
+  }
+
   close(): void {
     if (this.#state.kind !== "shutdown") this.#set({ kind: "shutdown" });
+    this.ackRoundTrips();
   }
 
   destroy(): void {
@@ -61,6 +77,8 @@ export class FakeBackendLink implements BackendLink {
   fail(error = "connect ECONNREFUSED"): void {
     this.sessionCount = 0;
     this.#set({ kind: "transient-failure", error });
+    // A connection that closed answers its round trips (as FrameBackend's do).
+    this.ackRoundTrips();
   }
 
   #set(state: BackendState): void {
