@@ -1,0 +1,31 @@
+// roster/transfer: helpers for large payloads and long tasks — chunked zstd transfers with checksums
+// and resumption, heartbeats for long handlers, dispatch by function name, CPU offload to worker
+// threads. Server helpers plug into defineService; client helpers take a plain grpc-js client or
+// roster/client's createClient. docs/transfer.md.
+export {
+  callFunction,
+  callFunctionStream,
+  type DispatchClient,
+  type DispatchOptions,
+  defaultFuncNameKey,
+  defineDispatchService,
+  type FunctionCallOptions,
+  type FunctionContext,
+  type NamedFunction,
+} from "./dispatch.ts";
+export {
+  defaultHeartbeatIntervalMs,
+  type Heartbeat,
+  type HeartbeatOptions,
+  type ResultOptions,
+  resultOf,
+  withHeartbeats,
+} from "./heartbeat.ts";
+export {
+  DISPATCH_PROTO,
+  dispatchDefinition,
+  PROTO_DIR,
+  TASK_PROTO,
+  TRANSFER_PROTO,
+  transferDefinition,
+} from "./protos.ts";
