@@ -2,6 +2,8 @@
 // and resumption, heartbeats for long handlers, dispatch by function name, CPU offload to worker
 // threads. Server helpers plug into defineService; client helpers take a plain grpc-js client or
 // roster/client's createClient. docs/transfer.md.
+
+export { type CodecName, zstd } from "./codec.ts";
 export {
   callFunction,
   callFunctionStream,
@@ -21,6 +23,7 @@ export {
   resultOf,
   withHeartbeats,
 } from "./heartbeat.ts";
+export { TransferError } from "./messages.ts";
 export {
   DISPATCH_PROTO,
   dispatchDefinition,
@@ -29,3 +32,22 @@ export {
   TRANSFER_PROTO,
   transferDefinition,
 } from "./protos.ts";
+export type { OpenedSource, PayloadSink, PayloadSource } from "./source.ts";
+export {
+  type DownloadRequest,
+  defaultTransferClient,
+  download,
+  type Progress,
+  type TransferOptions,
+  type TransferResult,
+  type UploadOptions,
+  upload,
+} from "./transfer-client.ts";
+export {
+  type DownloadStart,
+  defaultTransferServer,
+  defineTransferService,
+  type TransferServiceOptions,
+  type UploadStart,
+  type UploadTarget,
+} from "./transfer-server.ts";

@@ -178,3 +178,78 @@ export function childrenOf(pid: number): number[] {
     return [];
   }
 }
+
+/**
+ * `roster serve MODULE --workers N` on 127.0.0.1:0 (the CLI under tsx); resolves once its log says where
+ * it listens. Its workers are `childrenOf(pid)`.
+ */
+export async function startRosterServe(module: string, workers: number): Promise<ProxyProcess> {
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "src/cli/main.ts",
+      "serve",
+      module,
+      "--workers",
+      String(workers),
+      "--listen",
+      "127.0.0.1:0",
+    ],
+    { cwd: root, stdio: ["ignore", "ignore", "pipe"] },
+  );
+  const log: string[] = [];
+  child.stderr!.on("data", (d: Buffer) => log.push(...d.toString().split("\n").filter(Boolean)));
+  const proc = wrap(child, "", log);
+  const listening = () => log.map((l) => /"listen":"([^"]+)"/.exec(l)?.[1]).find((a) => a !== undefined);
+  try {
+    await waitFor(
+      () => listening() !== undefined || child.exitCode !== null,
+      60_000,
+      "roster serve to listen",
+    );
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+  const address = listening();
+  if (address === undefined) throw new Error(`roster serve exited:\n${log.join("\n")}`);
+  return { ...proc, address };
+}
+
+/** Highest RSS growth of each of a set of processes over their RSS when `start()` was called. */
+export class RssWatch {
+  readonly #base = new Map<number, number>();
+  readonly #max = new Map<number, number>();
+  readonly #names = new Map<number, string>();
+  #timer: NodeJS.Timeout | undefined;
+
+  /** `pids` by name; the test process itself is read with process.memoryUsage(). */
+  start(pids: Readonly<Record<string, number>>, everyMs = 250): void {
+    for (const [name, pid] of Object.entries(pids)) {
+      const rss = pid === process.pid ? process.memoryUsage().rss : rssOf(pid);
+      if (rss === undefined) throw new Error(`${name} (pid ${pid}) is not running`);
+      this.#names.set(pid, name);
+      this.#base.set(pid, rss);
+      this.#max.set(pid, rss);
+    }
+    this.#timer = setInterval(() => this.sample(), everyMs);
+  }
+
+  sample(): void {
+    for (const pid of this.#base.keys()) {
+      const rss = pid === process.pid ? process.memoryUsage().rss : rssOf(pid);
+      if (rss !== undefined && rss > this.#max.get(pid)!) this.#max.set(pid, rss);
+    }
+  }
+
+  /** Stops sampling; growth in bytes by name. */
+  stop(): Record<string, number> {
+    clearInterval(this.#timer);
+    this.sample();
+    const out: Record<string, number> = {};
+    for (const [pid, name] of this.#names) out[name] = this.#max.get(pid)! - this.#base.get(pid)!;
+    return out;
+  }
+}
