@@ -109,14 +109,27 @@ function adaptTarget(t: UploadTarget): Target {
     typeof (t as NodeJS.EventEmitter).once === "function"
   ) {
     const w = t as NodeJS.WritableStream & NodeJS.EventEmitter & { destroy?: (err?: Error) => void };
+    // The stream's errors fail the upload (through write's and end's callbacks), never the process.
+    let failed: Error | undefined;
+    w.on("error", (err: Error) => {
+      failed ??= err;
+    });
     return {
       write: (chunk) =>
         new Promise<void>((resolve, reject) => {
+          if (failed !== undefined) {
+            reject(failed);
+            return;
+          }
           const ok = w.write(chunk, (err?: Error | null) => (err ? reject(err) : ok && resolve()));
           if (!ok) w.once("drain", resolve);
         }),
       finish: () =>
         new Promise<void>((resolve, reject) => {
+          if (failed !== undefined) {
+            reject(failed);
+            return;
+          }
           w.once("error", reject);
           w.end(() => resolve());
         }),
