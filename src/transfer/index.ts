@@ -25,6 +25,14 @@ export {
 } from "./heartbeat.ts";
 export { TransferError } from "./messages.ts";
 export {
+  createOffloadPool,
+  defaultOffload,
+  type OffloadOptions,
+  type OffloadPool,
+  type OffloadStats,
+  type RunOffloadOptions,
+} from "./offload.ts";
+export {
   DISPATCH_PROTO,
   dispatchDefinition,
   PROTO_DIR,
