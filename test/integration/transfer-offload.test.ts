@@ -7,7 +7,6 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { callFunction, callFunctionStream, type OffloadStats } from "../../src/transfer/index.ts";
-import { waitFor } from "../support/echo-backend.ts";
 import { type ProxyProcess, startRosterServe } from "../support/proxy-process.ts";
 
 const SERVICE = fileURLToPath(new URL("../fixtures/offload-service.ts", import.meta.url));
