@@ -15,7 +15,7 @@ it("examples/transfer-client.ts uploads, downloads and calls functions by name",
   timeout: 90_000,
 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "roster-transfer-example-"));
-  const env = { ...process.env, ROSTER_TRANSFER_DIR: dir };
+  const env: NodeJS.ProcessEnv = { ...process.env, ROSTER_TRANSFER_DIR: dir };
   delete env.ROSTER_TARGET;
   const child = spawn(process.execPath, ["--import", "tsx", EXAMPLE], {
     stdio: ["ignore", "pipe", "inherit"],
