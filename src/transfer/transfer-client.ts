@@ -315,8 +315,8 @@ export async function upload(
         breaks = 0;
         o.onProgress?.({ bytes: acked, total: src.size, wireBytes });
       }
-      const digest = hash.digest("hex");
-      hash = newHash().update(""); // digest() ends a hash; keep a usable one for a later break
+      // A copy: if this call breaks before `done`, the next one finishes with the same hash.
+      const digest = hash.copy().digest("hex");
       await writeMessage(call, { finish: { size: readAt, digest } });
       const done = (await replies.next())?.done;
       if (done === undefined) throw fail(Status.INTERNAL, "the server did not confirm the upload");
