@@ -155,29 +155,36 @@ export interface MessageReader extends NodeJS.EventEmitter {
 
 /** Writes `message`, resolving once grpc-js's buffer has room again (backpressure). */
 export function writeMessage(
-  call: MessageWriter,
+  call: MessageWriter & { readonly cancelled?: boolean },
   message: unknown,
   signal?: { aborted: boolean },
 ): Promise<void> {
+  // A cancelled server call never drains: waiting for it would hold the handler (and the upload it
+  // should park for resumption) forever.
+  if (call.cancelled === true) return Promise.reject(fail(Status.CANCELLED, "cancelled"));
   if (call.write(message)) return Promise.resolve();
   return new Promise<void>((resolve, reject) => {
-    const onDrain = () => {
+    const done = () => {
+      call.off("drain", onDrain);
       call.off("error", onError);
       call.off("close", onClose);
+      call.off("cancelled", onClose);
+    };
+    const onDrain = () => {
+      done();
       resolve();
     };
     const onError = (err: Error) => {
-      call.off("drain", onDrain);
-      call.off("close", onClose);
+      done();
       reject(err);
     };
     const onClose = () => {
-      call.off("drain", onDrain);
-      call.off("error", onError);
+      done();
       reject(fail(Status.CANCELLED, signal?.aborted ? "cancelled" : "stream closed"));
     };
     call.once("drain", onDrain);
     call.once("error", onError);
     call.once("close", onClose);
+    call.once("cancelled", onClose);
   });
 }
