@@ -21,6 +21,8 @@ need=""
 /usr/bin/python3 -c "import hpack" 2>/dev/null || need="$need python3-hpack"
 # bench-report: roster bench's HTML report is opened in headless Chromium.
 [ -x /usr/bin/chromium ] || need="$need chromium"
+# roster/transfer's heartbeats: nginx with grpc_read_timeout is the proxy that cuts quiet calls.
+[ -x /usr/sbin/nginx ] || need="$need nginx"
 # etcd discovery and registration: a real etcd server, started by the tests on loopback ports.
 [ -x /usr/bin/etcd ] || need="$need etcd-server"
 

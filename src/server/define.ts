@@ -108,6 +108,15 @@ export async function loadServiceModule(modulePath: string, timer?: CallTimer): 
   return list.map((s, i) => loadService(s, url, `${modulePath}: service ${i}`, timer));
 }
 
+/**
+ * A service made by defineService, ready for a grpc-js server of the caller's own (outside `roster
+ * serve`): `server.addService(s.definition, s.implementation)`. Relative proto paths resolve from the
+ * working directory.
+ */
+export function loadDefinedService(service: DefinedService): LoadedService {
+  return loadService(service, pathToFileURL(`${process.cwd()}/`).href, "service");
+}
+
 function loadService(raw: unknown, moduleUrl: string, where: string, timer?: CallTimer): LoadedService {
   if (typeof raw !== "object" || raw === null)
     throw new ServiceModuleError(`${where} is not an object made by defineService()`);
