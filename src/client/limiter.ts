@@ -63,6 +63,18 @@ export class ConcurrencyLimiter<W> {
   }
 
   /**
+   * The fast path of `admit`: takes a slot and returns true when one is free and nobody waits (the
+   * same condition as `admit`'s "run"), else false and nothing changes. No allocation.
+   */
+  tryRun(): boolean {
+    if (this.#queue.size === 0 && this.#inFlight < this.config.maxConcurrent) {
+      this.#inFlight++;
+      return true;
+    }
+    return false;
+  }
+
+  /**
    * A call arrives at `now` with its deadline (absolute ms, Infinity for none). `queue: false` means
    * run now or be refused (hedges). A waiter already queued is not admitted twice.
    */
