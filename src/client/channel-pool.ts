@@ -1,4 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
+import { meteredChannelOptions, registerMeter } from "./pool-meter.ts";
 import { PoolSizer, type PoolSizingConfig } from "./pool-sizing.ts";
 
 /**
@@ -13,6 +14,10 @@ import { PoolSizer, type PoolSizingConfig } from "./pool-sizing.ts";
  * (the concurrency limiter) is on no member while it waits, so waiting calls neither count as
  * demand nor pile onto the member that was emptiest when they were made. A started call goes to the
  * member with the fewest calls; a member taken out ("draining") closes when its last call ends.
+ *
+ * A member is full at the servers' stream limit times its READY connections (one per backend under
+ * round_robin or Roster's policies), which grpc-js tells the pool through `roster_pool_meter`
+ * (pool-meter.ts), a policy wrapped around the member's own that adds nothing to a call's path.
  */
 export interface PoolMember {
   readonly channel: grpc.Channel;
@@ -20,6 +25,8 @@ export interface PoolMember {
   readonly client: grpc.Client;
   /** Calls started on this member and not yet ended. */
   inFlight: number;
+  /** Its READY connections, as grpc-js reports them (0 until the first connects). */
+  connections: number;
   draining: boolean;
   readonly id: number;
 }
@@ -39,6 +46,8 @@ export interface PoolStats {
   /** Calls started and not ended, draining members included. */
   inFlight: number;
   perChannel: number[];
+  /** READY connections per member taking calls. */
+  connections: number[];
 }
 
 type CallStream = grpc.experimental.CallStream;
@@ -53,6 +62,9 @@ export class ChannelPool {
   #opened = 0;
   /** Calls in flight on the members taking calls (not on draining ones). */
   #total = 0;
+  /** The fewest READY connections of a member taking calls (the sizer's `connections`). */
+  #connections = 0;
+  readonly #meters = new Map<PoolMember, () => void>();
   #closed = false;
   /** The pool as one grpc-js channel, for `new grpc.Client(target, creds, { channelOverride })`. */
   readonly channel: grpc.ChannelInterface;
@@ -76,7 +88,13 @@ export class ChannelPool {
     const members = this.#members;
     let least = members[0]!;
     for (let i = 1; i < members.length; i++) if (members[i]!.inFlight < least.inFlight) least = members[i]!;
-    const decision = this.#sizer.decide(members.length, this.#total, least.inFlight, Date.now());
+    const decision = this.#sizer.decide(
+      members.length,
+      this.#total,
+      least.inFlight,
+      Date.now(),
+      this.#connections,
+    );
     if (decision === "keep") return least;
     if (decision === "grow") return this.#open();
     this.#shrink();
@@ -95,7 +113,7 @@ export class ChannelPool {
     if (!member.draining) this.#total--;
     else if (member.inFlight === 0) {
       this.#draining.delete(member);
-      member.channel.close();
+      this.#closeMember(member);
     }
   }
 
@@ -107,6 +125,7 @@ export class ChannelPool {
       opened: this.#opened,
       inFlight: this.#total + draining,
       perChannel: this.#members.map((m) => m.inFlight),
+      connections: this.#members.map((m) => m.connections),
     };
   }
 
@@ -114,8 +133,20 @@ export class ChannelPool {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
-    for (const m of [...this.#members, ...this.#draining]) m.channel.close();
+    for (const m of [...this.#members, ...this.#draining]) this.#closeMember(m);
     this.#draining.clear();
+  }
+
+  #closeMember(m: PoolMember): void {
+    this.#meters.get(m)?.();
+    this.#meters.delete(m);
+    m.channel.close();
+  }
+
+  #updateConnections(): void {
+    let least = Infinity;
+    for (const m of this.#members) if (m.connections < least) least = m.connections;
+    this.#connections = least === Infinity ? 0 : least;
   }
 
   #leastLoaded(): PoolMember {
@@ -126,7 +157,13 @@ export class ChannelPool {
 
   #resize(now: number): void {
     if (this.#closed || this.#members.length === 0) return;
-    const decision = this.#sizer.decide(this.#members.length, this.#total, this.#leastLoaded().inFlight, now);
+    const decision = this.#sizer.decide(
+      this.#members.length,
+      this.#total,
+      this.#leastLoaded().inFlight,
+      now,
+      this.#connections,
+    );
     if (decision === "grow") this.#open();
     else if (decision === "shrink") this.#shrink();
   }
@@ -136,19 +173,28 @@ export class ChannelPool {
     const m = this.#members.pop()!;
     m.draining = true;
     this.#total -= m.inFlight;
-    if (m.inFlight === 0) m.channel.close();
+    this.#updateConnections();
+    if (m.inFlight === 0) this.#closeMember(m);
     else this.#draining.add(m);
   }
 
   #open(): PoolMember {
     const o = this.#options;
+    let member: PoolMember | undefined;
+    const meter = registerMeter((ready) => {
+      if (member === undefined || member.draining) return;
+      member.connections = ready;
+      this.#updateConnections();
+    });
     const channel = new grpc.Channel(o.target, o.credentials, {
-      ...o.channelOptions,
+      ...meteredChannelOptions(o.channelOptions, meter.id),
       "grpc.use_local_subchannel_pool": 1,
     });
     const client = new grpc.Client(o.target, o.credentials, { channelOverride: channel });
-    const member: PoolMember = { channel, client, inFlight: 0, draining: false, id: ++this.#opened };
+    member = { channel, client, inFlight: 0, connections: 0, draining: false, id: ++this.#opened };
+    this.#meters.set(member, meter.dispose);
     this.#members.push(member);
+    this.#updateConnections();
     return member;
   }
 
