@@ -237,6 +237,7 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
    * One unary call (or hedge attempt): a limiter slot (at once, or after waiting; `queue: false`
    * refuses instead of waiting), then the pool's least-loaded member, then that member's grpc-js
    * call. `done` is called exactly once; `onStart` when the call leaves the queue for its channel.
+   * `h`, when given, is where a caller that may cancel finds the call.
    */
   const startUnary = (
     m: MethodInfo,
@@ -247,35 +248,56 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
     queue: boolean,
     onStart: (() => void) | undefined,
     done: (err: grpc.ServiceError | null, res?: unknown) => void,
-  ): UnaryHandle => {
-    const h = new UnaryHandle();
-    const run = () => {
-      let member: PoolMember;
-      try {
-        member = pool.pick();
-      } catch (err) {
+    h: UnaryHandle | undefined,
+  ): void => {
+    // A free slot (the common case): straight to the channel, no closure for later.
+    if (limiter.limiter.tryRun()) {
+      callOnMember(m, request, metadata, opts, onStart, done, h);
+      return;
+    }
+    const wait = gate.acquire(
+      deadline,
+      queue,
+      () => callOnMember(m, request, metadata, opts, onStart, done, h),
+      (code, details) => done(statusError(code, details)),
+    );
+    if (h !== undefined) h.wait = wait;
+  };
+
+  /** The call holds a limiter slot: on the least-loaded member, the slot given back when it ends. */
+  const callOnMember = (
+    m: MethodInfo,
+    request: unknown,
+    metadata: grpc.Metadata,
+    opts: grpc.CallOptions,
+    onStart: (() => void) | undefined,
+    done: (err: grpc.ServiceError | null, res?: unknown) => void,
+    h: UnaryHandle | undefined,
+  ): void => {
+    let member: PoolMember;
+    try {
+      member = pool.pick();
+    } catch (err) {
+      gate.release();
+      done(statusError(grpc.status.UNAVAILABLE, (err as Error).message));
+      return;
+    }
+    pool.started(member);
+    onStart?.();
+    const call = member.client.makeUnaryRequest(
+      m.path,
+      m.definition.requestSerialize,
+      m.definition.responseDeserialize,
+      request,
+      metadata,
+      opts,
+      (err, res) => {
+        pool.ended(member);
         gate.release();
-        done(statusError(grpc.status.UNAVAILABLE, (err as Error).message));
-        return;
-      }
-      pool.started(member);
-      onStart?.();
-      h.call = member.client.makeUnaryRequest(
-        m.path,
-        m.definition.requestSerialize,
-        m.definition.responseDeserialize,
-        request,
-        metadata,
-        opts,
-        (err, res) => {
-          pool.ended(member);
-          gate.release();
-          done(err, res);
-        },
-      );
-    };
-    h.wait = gate.acquire(deadline, queue, run, (code, details) => done(statusError(code, details)));
-    return h;
+        done(err, res);
+      },
+    );
+    if (h !== undefined) h.call = call;
   };
 
   const client: Record<string, unknown> = {};
@@ -292,13 +314,31 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
         if (hedging !== undefined && delay !== undefined) {
           return hedgedUnary(m, hedging, delay, request, metadata, callOptions(o, deadline), o?.signal);
         }
+        const opts = callOptions(o, deadline);
+        const signal = o?.signal;
+        if (signal === undefined) {
+          return new Promise((resolve, reject) =>
+            startUnary(
+              m,
+              request,
+              metadata,
+              opts,
+              deadline,
+              true,
+              undefined,
+              (err, res) => (err ? reject(err) : resolve(res)),
+              undefined,
+            ),
+          );
+        }
         return new Promise((resolve, reject) => {
-          let off = noop;
-          const h = startUnary(
+          const h = new UnaryHandle();
+          const off = onAbort(signal, () => h.cancel());
+          startUnary(
             m,
             request,
             metadata,
-            callOptions(o, deadline),
+            opts,
             deadline,
             true,
             undefined,
@@ -307,9 +347,8 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
               if (err) reject(err);
               else resolve(res);
             },
+            h,
           );
-          const signal = o?.signal;
-          if (signal !== undefined) off = onAbort(signal, () => h.cancel());
         });
       };
     } else if (!m.requestStream) {
@@ -403,7 +442,9 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
           if (!hedge && !settled) scheduleHedge();
         };
         // A hedge never queues: it runs only if a slot is free now.
-        const a = startUnary(
+        const a = new UnaryHandle();
+        calls.push(a);
+        startUnary(
           m,
           request,
           hedge ? metadata.clone() : metadata,
@@ -425,8 +466,8 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
             if (running > 0) return; // another attempt may still answer
             settle(undefined, () => reject(err));
           },
+          a,
         );
-        calls.push(a);
       };
       const scheduleHedge = () => {
         const wait = delay.delayMs;

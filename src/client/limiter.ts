@@ -110,6 +110,11 @@ export class ConcurrencyLimiter<W> {
    * (the slot is free). Waiters whose wait already ended are skipped: the owner's timer fails them.
    */
   release(now: number): W | undefined {
+    if (this.#queue.size === 0) {
+      if (this.#inFlight === 0) throw new Error("release without a slot");
+      this.#inFlight--;
+      return undefined;
+    }
     for (const [waiter, entry] of this.#queue) {
       if (entry.expiresAt <= now) continue;
       this.#queue.delete(waiter);
