@@ -140,7 +140,11 @@ describe("client channel pool", () => {
       b.releaseAll();
       b2.releaseAll();
       assert.equal((await warm).message, "warm");
-      await waitFor(() => client.stats().pool.connections[0] === 2, 10_000, "2 READY connections on the channel");
+      await waitFor(
+        () => client.stats().pool.connections[0] === 2,
+        10_000,
+        "2 READY connections on the channel",
+      );
       const calls = Array.from({ length: 250 }, (_, i) => client.Echo({ message: `m${i}` }));
       await waitFor(() => b.held.length + b2.held.length === 250, 10_000, "all 250 calls at the servers");
       const s = client.stats();
