@@ -89,7 +89,7 @@ async function main(): Promise<void> {
     preset: presets.inRegion({
       deadlineMs: 5000,
       limiter: { maxConcurrent: 1000 },
-      pool: { min: 1, max: 8, streamsPerChannel: 100, idleMs: 200 },
+      pool: { min: 1, max: 8, streamsPerConnection: 100, idleMs: 200 },
     }),
   });
   await wide.Echo({ payload: Buffer.alloc(0) });

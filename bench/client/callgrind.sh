@@ -2,12 +2,13 @@
 # User-space instructions per call of client variants (bench/client/variants.ts) under callgrind:
 #   bash bench/client/callgrind.sh TARGET VARIANT...      (e.g. plain plainPool roster)
 # TARGET: backends already running, e.g. ipv4:127.0.0.1:p1,127.0.0.1:p2 (bench/client/backend.ts).
+# CONC: calls in flight (default 50); CG_ROOT: scratch directory (default /tmp/cb/cg).
 # Each variant runs under valgrind (~50x slower); after WARM calls its counters are zeroed, CALLS calls
 # run, and they are dumped: the dump's totals / CALLS is the figure. Needs valgrind; CWD = the repo.
 T=$1; shift
-D=/tmp/cb/cg; rm -rf $D; mkdir -p $D
+D=${CG_ROOT:-/tmp/cb/cg}; rm -rf $D; mkdir -p $D
 for v in "$@"; do
-  DEADLINE=600000 VARIANT=$v CG_DIR=$D WARM=${WARM:-2000} CALLS=${CALLS:-1000} valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file=$D/cg-$v.%p node --import tsx bench/client/variants.ts $T 50 > $D/log-$v 2>&1 &
+  DEADLINE=600000 VARIANT=$v CG_DIR=$D WARM=${WARM:-2000} CALLS=${CALLS:-1000} valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file=$D/cg-$v.%p node --import tsx bench/client/variants.ts $T ${CONC:-50} > $D/log-$v 2>&1 &
   echo $! > $D/pid-$v
 done
 for v in "$@"; do

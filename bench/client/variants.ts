@@ -5,6 +5,8 @@
 //   plainLimiter     + the concurrency limiter as a grpc-js interceptor
 //   plainPool        + the ChannelPool as channelOverride
 //   roster           createClient with presets.inRegion()
+//   rosterNoRetry    the same without the A6 retry policy (retry: false)
+//   rosterLR / rosterEwma   createClient with roster_least_request / roster_peak_ewma
 // Timed mode: node --import tsx bench/client/variants.ts TARGET [concurrency] [rounds] — every variant in
 // this process, interleaved in chunks of 5000 calls, median CPU µs per call.
 // Callgrind mode (VARIANT, CG_DIR set; driven by callgrind.sh): one variant, WARM calls, then files in
@@ -93,6 +95,20 @@ const rc = createClient<{ Echo: Unary<EchoRequest, EchoReply> }>({
   preset,
 });
 variants.roster = () => rc.Echo(request);
+const rosterWith = (policy: string, extra: Partial<typeof preset> = {}) => {
+  const c = createClient<{ Echo: Unary<EchoRequest, EchoReply> }>({
+    proto: ECHO_PROTO,
+    service: ECHO_SERVICE,
+    loaderOptions: LOADER_OPTIONS,
+    target,
+    preset: { ...preset, ...extra },
+    policy,
+  });
+  return () => c.Echo(request);
+};
+variants.rosterNoRetry = rosterWith("round_robin", { retry: false });
+variants.rosterLR = rosterWith("roster_least_request");
+variants.rosterEwma = rosterWith("roster_peak_ewma");
 
 async function chunk(call: Call, n: number): Promise<number> {
   let left = n;

@@ -1,4 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
+import { meteredChannelOptions, registerMeter } from "./pool-meter.ts";
 import { PoolSizer, type PoolSizingConfig } from "./pool-sizing.ts";
 
 /**
@@ -13,11 +14,19 @@ import { PoolSizer, type PoolSizingConfig } from "./pool-sizing.ts";
  * (the concurrency limiter) is on no member while it waits, so waiting calls neither count as
  * demand nor pile onto the member that was emptiest when they were made. A started call goes to the
  * member with the fewest calls; a member taken out ("draining") closes when its last call ends.
+ *
+ * A member is full at the servers' stream limit times its READY connections (one per backend under
+ * round_robin or Roster's policies), which grpc-js tells the pool through `roster_pool_meter`
+ * (pool-meter.ts), a policy wrapped around the member's own that adds nothing to a call's path.
  */
 export interface PoolMember {
   readonly channel: grpc.Channel;
+  /** A grpc-js client on this member's channel alone (for callers that pick, then call, themselves). */
+  readonly client: grpc.Client;
   /** Calls started on this member and not yet ended. */
   inFlight: number;
+  /** Its READY connections, as grpc-js reports them (0 until the first connects). */
+  connections: number;
   draining: boolean;
   readonly id: number;
 }
@@ -37,6 +46,8 @@ export interface PoolStats {
   /** Calls started and not ended, draining members included. */
   inFlight: number;
   perChannel: number[];
+  /** READY connections per member taking calls. */
+  connections: number[];
 }
 
 type CallStream = grpc.experimental.CallStream;
@@ -49,6 +60,11 @@ export class ChannelPool {
   readonly #draining = new Set<PoolMember>();
   readonly #timer: NodeJS.Timeout;
   #opened = 0;
+  /** Calls in flight on the members taking calls (not on draining ones). */
+  #total = 0;
+  /** The fewest READY connections of a member taking calls (the sizer's `connections`). */
+  #connections = 0;
+  readonly #meters = new Map<PoolMember, () => void>();
   #closed = false;
   /** The pool as one grpc-js channel, for `new grpc.Client(target, creds, { channelOverride })`. */
   readonly channel: grpc.ChannelInterface;
@@ -63,14 +79,42 @@ export class ChannelPool {
     this.channel = this.#asChannel();
   }
 
-  /** The member for a call starting now (the least loaded, after growing if every one is full). */
+  /**
+   * The member for a call starting now (the least loaded, after growing if every one is full). The
+   * caller counts the call on it with `started(member)` and ends it with exactly one `ended(member)`.
+   */
   pick(): PoolMember {
     if (this.#closed) throw new Error("the client is closed");
-    const least = this.#leastLoaded();
-    const decision = this.#sizer.decide(this.#members.length, this.#total(), least.inFlight, Date.now());
+    const members = this.#members;
+    let least = members[0]!;
+    for (let i = 1; i < members.length; i++) if (members[i]!.inFlight < least.inFlight) least = members[i]!;
+    const decision = this.#sizer.decide(
+      members.length,
+      this.#total,
+      least.inFlight,
+      Date.now(),
+      this.#connections,
+    );
+    if (decision === "keep") return least;
     if (decision === "grow") return this.#open();
-    if (decision === "shrink") this.#shrink();
+    this.#shrink();
     return this.#leastLoaded();
+  }
+
+  /** A call picked `member` and starts on it. */
+  started(member: PoolMember): void {
+    member.inFlight++;
+    if (!member.draining) this.#total++;
+  }
+
+  /** A call on `member` ended (once per `started`). */
+  ended(member: PoolMember): void {
+    member.inFlight--;
+    if (!member.draining) this.#total--;
+    else if (member.inFlight === 0) {
+      this.#draining.delete(member);
+      this.#closeMember(member);
+    }
   }
 
   stats(): PoolStats {
@@ -79,8 +123,9 @@ export class ChannelPool {
     return {
       size: this.#members.length,
       opened: this.#opened,
-      inFlight: this.#total() + draining,
+      inFlight: this.#total + draining,
       perChannel: this.#members.map((m) => m.inFlight),
+      connections: this.#members.map((m) => m.connections),
     };
   }
 
@@ -88,16 +133,20 @@ export class ChannelPool {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
-    for (const m of [...this.#members, ...this.#draining]) m.channel.close();
+    for (const m of [...this.#members, ...this.#draining]) this.#closeMember(m);
     this.#draining.clear();
   }
 
-  #callEnded(member: PoolMember): void {
-    member.inFlight--;
-    if (member.draining && member.inFlight === 0) {
-      this.#draining.delete(member);
-      member.channel.close();
-    }
+  #closeMember(m: PoolMember): void {
+    this.#meters.get(m)?.();
+    this.#meters.delete(m);
+    m.channel.close();
+  }
+
+  #updateConnections(): void {
+    let least = Infinity;
+    for (const m of this.#members) if (m.connections < least) least = m.connections;
+    this.#connections = least === Infinity ? 0 : least;
   }
 
   #leastLoaded(): PoolMember {
@@ -106,19 +155,14 @@ export class ChannelPool {
     return best;
   }
 
-  #total(): number {
-    let n = 0;
-    for (const m of this.#members) n += m.inFlight;
-    return n;
-  }
-
   #resize(now: number): void {
     if (this.#closed || this.#members.length === 0) return;
     const decision = this.#sizer.decide(
       this.#members.length,
-      this.#total(),
+      this.#total,
       this.#leastLoaded().inFlight,
       now,
+      this.#connections,
     );
     if (decision === "grow") this.#open();
     else if (decision === "shrink") this.#shrink();
@@ -128,18 +172,29 @@ export class ChannelPool {
     // The newest member leaves: the oldest ones keep their warm connections.
     const m = this.#members.pop()!;
     m.draining = true;
-    if (m.inFlight === 0) m.channel.close();
+    this.#total -= m.inFlight;
+    this.#updateConnections();
+    if (m.inFlight === 0) this.#closeMember(m);
     else this.#draining.add(m);
   }
 
   #open(): PoolMember {
     const o = this.#options;
+    let member: PoolMember | undefined;
+    const meter = registerMeter((ready) => {
+      if (member === undefined || member.draining) return;
+      member.connections = ready;
+      this.#updateConnections();
+    });
     const channel = new grpc.Channel(o.target, o.credentials, {
-      ...o.channelOptions,
+      ...meteredChannelOptions(o.channelOptions, meter.id),
       "grpc.use_local_subchannel_pool": 1,
     });
-    const member: PoolMember = { channel, inFlight: 0, draining: false, id: ++this.#opened };
+    const client = new grpc.Client(o.target, o.credentials, { channelOverride: channel });
+    member = { channel, client, inFlight: 0, connections: 0, draining: false, id: ++this.#opened };
+    this.#meters.set(member, meter.dispose);
     this.#members.push(member);
+    this.#updateConnections();
     return member;
   }
 
@@ -157,7 +212,7 @@ export class ChannelPool {
       },
       getChannelzRef: () => this.#members[0]!.channel.getChannelzRef(),
       createCall: (method, deadline, host, parentCall, propagateFlags) =>
-        new PooledCall(this, (m) => this.#callEnded(m), method, deadline, host, parentCall, propagateFlags),
+        new PooledCall(this, method, deadline, host, parentCall, propagateFlags),
     };
   }
 }
@@ -165,27 +220,28 @@ export class ChannelPool {
 /**
  * One call on the pool: a grpc-js Call that creates the real call on a member when it starts.
  * Before that it keeps what grpc-js may send ahead of start (credentials, a read request; a
- * cancel, which then ends the call at start).
+ * cancel, which then ends the call at start). It is also the real call's listener (one object per
+ * call, no closures).
  */
 class PooledCall implements CallStream {
   #real: CallStream | undefined;
+  #member: PoolMember | undefined;
+  #listener: Listener | undefined;
   #credentials: grpc.CallCredentials | undefined;
   #readPending = false;
   #halfClosePending = false;
   #cancelled: { code: grpc.status; details: string } | undefined;
 
   readonly #pool: ChannelPool;
-  readonly #ended: (m: PoolMember) => void;
-  readonly #args: Parameters<grpc.ChannelInterface["createCall"]>;
+  readonly #method: string;
+  readonly #deadline: grpc.Deadline;
+  readonly #host: string | null | undefined;
+  readonly #parentCall: Parameters<grpc.ChannelInterface["createCall"]>[3];
+  readonly #propagateFlags: number | null | undefined;
 
-  constructor(
-    pool: ChannelPool,
-    ended: (m: PoolMember) => void,
-    ...args: Parameters<grpc.ChannelInterface["createCall"]>
-  ) {
+  constructor(pool: ChannelPool, ...args: Parameters<grpc.ChannelInterface["createCall"]>) {
     this.#pool = pool;
-    this.#ended = ended;
-    this.#args = args;
+    [this.#method, this.#deadline, this.#host, this.#parentCall, this.#propagateFlags] = args;
   }
 
   start(metadata: grpc.Metadata, listener: Listener): void {
@@ -204,31 +260,45 @@ class PooledCall implements CallStream {
       );
       return;
     }
-    const real = member.channel.createCall(...this.#args);
+    const real = member.channel.createCall(
+      this.#method,
+      this.#deadline,
+      this.#host,
+      this.#parentCall,
+      this.#propagateFlags,
+    );
     this.#real = real;
     if (this.#credentials !== undefined) real.setCredentials(this.#credentials);
-    member.inFlight++;
-    let done = false;
-    real.start(metadata, {
-      onReceiveMetadata: (m) => listener.onReceiveMetadata(m),
-      onReceiveMessage: (m) => listener.onReceiveMessage(m),
-      onReceiveStatus: (status) => {
-        if (!done) {
-          done = true;
-          this.#ended(member);
-        }
-        listener.onReceiveStatus(status);
-      },
-    });
+    this.#pool.started(member);
+    this.#member = member;
+    this.#listener = listener;
+    real.start(metadata, this);
     if (this.#readPending) real.startRead();
     if (this.#halfClosePending) real.halfClose();
+  }
+
+  // The real call's listener.
+  onReceiveMetadata(metadata: grpc.Metadata): void {
+    this.#listener!.onReceiveMetadata(metadata);
+  }
+
+  onReceiveMessage(message: Buffer): void {
+    this.#listener!.onReceiveMessage(message);
+  }
+
+  onReceiveStatus(status: grpc.StatusObject): void {
+    const member = this.#member;
+    if (member !== undefined) {
+      this.#member = undefined;
+      this.#pool.ended(member);
+    }
+    this.#listener!.onReceiveStatus(status);
   }
 
   cancelWithStatus(status: grpc.status, details: string): void {
     if (this.#real !== undefined) this.#real.cancelWithStatus(status, details);
     else this.#cancelled ??= { code: status, details };
   }
-
   getPeer(): string {
     return this.#real?.getPeer() ?? "";
   }

@@ -1,10 +1,10 @@
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { parseRetryThrottleConfig, RetryThrottle } from "../core/retry-throttle.ts";
-import { ChannelPool, type PoolStats } from "./channel-pool.ts";
+import { ChannelPool, type PoolMember, type PoolStats } from "./channel-pool.ts";
 import { HedgeDelay } from "./hedge-delay.ts";
 import { ROSTER_POLICIES, registerRosterPolicies, rosterLbConfig } from "./lb/index.ts";
-import { createClientLimiter, type LimiterCallOptions } from "./limiter-interceptor.ts";
+import { createClientLimiter, type SlotWait } from "./limiter-interceptor.ts";
 import { type ClientPreset, type HedgingSettings, inRegion, type RetrySettings } from "./presets.ts";
 import { buildServiceConfig, type MethodInfo, type MethodMarks, methodsOf } from "./service-config.ts";
 
@@ -193,11 +193,15 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
     },
     sizing: preset.pool,
   });
-  // One grpc-js client over the whole pool: the limiter runs before a call picks its channel.
+  // Streaming methods: one grpc-js client over the whole pool, the limiter as its interceptor, so a
+  // call waits for its slot before it picks its channel. Unary methods do both themselves
+  // (`startUnary`): the limiter's gate, then the pool's pick, then the member's own grpc-js client,
+  // with no interceptor and no pooled-call wrapper on their path.
   const rpc = new grpc.Client(options.target, credentials, {
     channelOverride: pool.channel,
     interceptors: [limiter.interceptor],
   });
+  const gate = limiter.gate;
   const budget = new RetryThrottle(budgetConfig);
   const hedgeStats = { sent: 0, won: 0, skippedByBudget: 0, skippedNoSlot: 0 };
   const retryable = new Set(
@@ -229,6 +233,73 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
     return () => signal.removeEventListener("abort", cancel);
   };
 
+  /**
+   * One unary call (or hedge attempt): a limiter slot (at once, or after waiting; `queue: false`
+   * refuses instead of waiting), then the pool's least-loaded member, then that member's grpc-js
+   * call. `done` is called exactly once; `onStart` when the call leaves the queue for its channel.
+   * `h`, when given, is where a caller that may cancel finds the call.
+   */
+  const startUnary = (
+    m: MethodInfo,
+    request: unknown,
+    metadata: grpc.Metadata,
+    opts: grpc.CallOptions,
+    deadline: number,
+    queue: boolean,
+    onStart: (() => void) | undefined,
+    done: (err: grpc.ServiceError | null, res?: unknown) => void,
+    h: UnaryHandle | undefined,
+  ): void => {
+    // A free slot (the common case): straight to the channel, no closure for later.
+    if (limiter.limiter.tryRun()) {
+      callOnMember(m, request, metadata, opts, onStart, done, h);
+      return;
+    }
+    const wait = gate.acquire(
+      deadline,
+      queue,
+      () => callOnMember(m, request, metadata, opts, onStart, done, h),
+      (code, details) => done(statusError(code, details)),
+    );
+    if (h !== undefined) h.wait = wait;
+  };
+
+  /** The call holds a limiter slot: on the least-loaded member, the slot given back when it ends. */
+  const callOnMember = (
+    m: MethodInfo,
+    request: unknown,
+    metadata: grpc.Metadata,
+    opts: grpc.CallOptions,
+    onStart: (() => void) | undefined,
+    done: (err: grpc.ServiceError | null, res?: unknown) => void,
+    h: UnaryHandle | undefined,
+  ): void => {
+    let member: PoolMember;
+    try {
+      member = pool.pick();
+    } catch (err) {
+      gate.release();
+      done(statusError(grpc.status.UNAVAILABLE, (err as Error).message));
+      return;
+    }
+    pool.started(member);
+    onStart?.();
+    const call = member.client.makeUnaryRequest(
+      m.path,
+      m.definition.requestSerialize,
+      m.definition.responseDeserialize,
+      request,
+      metadata,
+      opts,
+      (err, res) => {
+        pool.ended(member);
+        gate.release();
+        done(err, res);
+      },
+    );
+    if (h !== undefined) h.call = call;
+  };
+
   const client: Record<string, unknown> = {};
   for (const m of methods) {
     const d = m.definition;
@@ -243,22 +314,41 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
         if (hedging !== undefined && delay !== undefined) {
           return hedgedUnary(m, hedging, delay, request, metadata, callOptions(o, deadline), o?.signal);
         }
+        const opts = callOptions(o, deadline);
+        const signal = o?.signal;
+        if (signal === undefined) {
+          return new Promise((resolve, reject) =>
+            startUnary(
+              m,
+              request,
+              metadata,
+              opts,
+              deadline,
+              true,
+              undefined,
+              (err, res) => (err ? reject(err) : resolve(res)),
+              undefined,
+            ),
+          );
+        }
         return new Promise((resolve, reject) => {
-          let off = noop;
-          const call = rpc.makeUnaryRequest(
-            m.path,
-            ser,
-            de,
+          const h = new UnaryHandle();
+          const off = onAbort(signal, () => h.cancel());
+          startUnary(
+            m,
             request,
             metadata,
-            callOptions(o, deadline),
+            opts,
+            deadline,
+            true,
+            undefined,
             (err, res) => {
               off();
               if (err) reject(err);
               else resolve(res);
             },
+            h,
           );
-          off = onAbort(o?.signal, () => call.cancel());
         });
       };
     } else if (!m.requestStream) {
@@ -330,11 +420,12 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
     signal: AbortSignal | undefined,
   ): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      const calls: grpc.ClientUnaryCall[] = [];
+      const calls: UnaryHandle[] = [];
       let settled = false;
       let running = 0;
       let timer: NodeJS.Timeout | undefined;
-      const settle = (winner: grpc.ClientUnaryCall | undefined, done: () => void) => {
+      const deadline = typeof base.deadline === "number" ? base.deadline : Infinity;
+      const settle = (winner: UnaryHandle | undefined, done: () => void) => {
         settled = true;
         if (timer !== undefined) clearTimeout(timer);
         off();
@@ -346,21 +437,21 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
         // latency, and a hedge of a call that has not been sent would only add to the queue.
         let started = Number.NaN;
         running++;
-        const opts: grpc.CallOptions & LimiterCallOptions = {
-          ...base,
-          rosterOnStart: () => {
-            started = performance.now();
-            if (!hedge && !settled) scheduleHedge();
-          },
+        const onStart = () => {
+          started = performance.now();
+          if (!hedge && !settled) scheduleHedge();
         };
-        if (hedge) opts.rosterNoQueue = true;
-        const call: grpc.ClientUnaryCall = rpc.makeUnaryRequest(
-          m.path,
-          m.definition.requestSerialize,
-          m.definition.responseDeserialize,
+        // A hedge never queues: it runs only if a slot is free now.
+        const a = new UnaryHandle();
+        calls.push(a);
+        startUnary(
+          m,
           request,
           hedge ? metadata.clone() : metadata,
-          opts,
+          base,
+          deadline,
+          !hedge,
+          onStart,
           (err, res) => {
             running--;
             if (settled) return; // a loser, cancelled
@@ -368,19 +459,18 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
               delay.record(performance.now() - started);
               budget.record(false);
               if (hedge) hedgeStats.won++;
-              settle(call, () => resolve(res));
+              settle(a, () => resolve(res));
               return;
             }
             budget.record(retryable.has(err.code));
             if (running > 0) return; // another attempt may still answer
             settle(undefined, () => reject(err));
           },
+          a,
         );
-        calls.push(call);
       };
       const scheduleHedge = () => {
         const wait = delay.delayMs;
-        const deadline = typeof base.deadline === "number" ? base.deadline : Infinity;
         if (calls.length >= h.maxAttempts || Date.now() + wait >= deadline) return;
         timer = setTimeout(() => {
           timer = undefined;
@@ -419,6 +509,27 @@ export function createClient<S = UntypedService>(options: FromProto | FromDefini
     preset,
   };
   return Object.assign(client, controls) as RosterClient<S>;
+}
+
+/** A unary call or attempt: waiting for a limiter slot (`wait`), or running on a member (`call`). */
+class UnaryHandle {
+  wait: SlotWait | undefined = undefined;
+  call: grpc.ClientUnaryCall | undefined = undefined;
+
+  /** Out of the limiter's queue (the call ends CANCELLED), or the running call cancelled. */
+  cancel(): void {
+    if (this.wait?.cancel() === true) return;
+    this.call?.cancel();
+  }
+}
+
+/** A failure made here, shaped as grpc-js's own (`code`, `details`, `metadata`; the same message). */
+function statusError(code: grpc.status, details: string): grpc.ServiceError {
+  return Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), {
+    code,
+    details,
+    metadata: new grpc.Metadata(),
+  });
 }
 
 /** grpc-js would take a bad retry policy silently (the channel fails later); say which field is wrong now. */

@@ -63,6 +63,18 @@ export class ConcurrencyLimiter<W> {
   }
 
   /**
+   * The fast path of `admit`: takes a slot and returns true when one is free and nobody waits (the
+   * same condition as `admit`'s "run"), else false and nothing changes. No allocation.
+   */
+  tryRun(): boolean {
+    if (this.#queue.size === 0 && this.#inFlight < this.config.maxConcurrent) {
+      this.#inFlight++;
+      return true;
+    }
+    return false;
+  }
+
+  /**
    * A call arrives at `now` with its deadline (absolute ms, Infinity for none). `queue: false` means
    * run now or be refused (hedges). A waiter already queued is not admitted twice.
    */
@@ -98,6 +110,11 @@ export class ConcurrencyLimiter<W> {
    * (the slot is free). Waiters whose wait already ended are skipped: the owner's timer fails them.
    */
   release(now: number): W | undefined {
+    if (this.#queue.size === 0) {
+      if (this.#inFlight === 0) throw new Error("release without a slot");
+      this.#inFlight--;
+      return undefined;
+    }
     for (const [waiter, entry] of this.#queue) {
       if (entry.expiresAt <= now) continue;
       this.#queue.delete(waiter);

@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { PoolSizer } from "./pool-sizing.ts";
 
 describe("PoolSizer", () => {
-  const config = { min: 1, max: 3, streamsPerChannel: 100, idleMs: 1000 };
+  const config = { min: 1, max: 3, streamsPerConnection: 100, idleMs: 1000 };
 
   it("grows when every channel carries the stream limit, and never past max", () => {
     const s = new PoolSizer(config);
@@ -42,17 +42,50 @@ describe("PoolSizer", () => {
   });
 
   it("grows to its minimum first and rejects bounds that cannot hold", () => {
-    const s = new PoolSizer({ min: 2, max: 2, streamsPerChannel: 1, idleMs: 0 });
+    const s = new PoolSizer({ min: 2, max: 2, streamsPerConnection: 1, idleMs: 0 });
     assert.equal(s.decide(0, 0, 0, 0), "grow");
     assert.equal(s.decide(1, 0, 0, 0), "grow");
     assert.equal(s.decide(2, 9, 5, 0), "keep");
     assert.throws(
-      () => new PoolSizer({ min: 2, max: 1, streamsPerChannel: 1, idleMs: 0 }),
+      () => new PoolSizer({ min: 2, max: 1, streamsPerConnection: 1, idleMs: 0 }),
       /pool\.max: must be/,
     );
     assert.throws(
-      () => new PoolSizer({ min: 0, max: 1, streamsPerChannel: 1, idleMs: 0 }),
+      () => new PoolSizer({ min: 0, max: 1, streamsPerConnection: 1, idleMs: 0 }),
       /pool\.min: must be/,
     );
+  });
+
+  it("counts a channel full at the stream limit times its READY connections (one per backend)", () => {
+    const s = new PoolSizer(config);
+    // [size, inFlight, leastLoaded, connections] → decision. 4 backends: a channel holds 4 × 100.
+    const table: [number, number, number, number, string][] = [
+      [1, 100, 100, 4, "keep"], // 25 calls per connection: far from the servers' limit
+      [1, 399, 399, 4, "keep"],
+      [1, 400, 400, 4, "grow"], // every connection of the only channel at 100
+      [2, 450, 50, 4, "keep"],
+      [2, 800, 400, 4, "grow"],
+      [1, 100, 100, 0, "grow"], // still connecting: counted as one connection
+      [1, 100, 100, 1, "grow"],
+      [2, 150, 50, 2, "keep"],
+    ];
+    for (const [size, inFlight, least, connections, want] of table) {
+      assert.equal(
+        s.decide(size, inFlight, least, 0, connections),
+        want,
+        `size ${size}, ${inFlight} in flight, ${connections} connections per channel`,
+      );
+    }
+  });
+
+  it("shrinks by the same capacity: one channel fewer must hold twice the calls in flight", () => {
+    const s = new PoolSizer({ ...config, idleMs: 0 });
+    // 3 channels of 4 connections: 2 channels hold 800; half of that is 400.
+    assert.equal(s.decide(3, 401, 0, 0, 4), "keep");
+    assert.equal(s.decide(3, 400, 0, 1, 4), "shrink");
+    // The same calls with one connection per channel would have shrunk only at 100.
+    const one = new PoolSizer({ ...config, idleMs: 0 });
+    assert.equal(one.decide(3, 101, 0, 0, 1), "keep");
+    assert.equal(one.decide(3, 100, 0, 1, 1), "shrink");
   });
 });

@@ -23,7 +23,7 @@ it("overrides any field, nested groups field by field, without touching the next
   const p = inRegion({ deadlineMs: 300, limiter: { maxConcurrent: 20 }, pool: { max: 2 } });
   assert.equal(p.deadlineMs, 300);
   assert.deepEqual(p.limiter, { maxConcurrent: 20, maxQueue: 5000, maxQueueWaitMs: Infinity });
-  assert.deepEqual(p.pool, { min: 1, max: 2, streamsPerChannel: 100, idleMs: 30_000 });
+  assert.deepEqual(p.pool, { min: 1, max: 2, streamsPerConnection: 100, idleMs: 30_000 });
   assert.equal(inRegion().deadlineMs, 1100);
   assert.equal(inRegion().limiter.maxConcurrent, 100);
 });

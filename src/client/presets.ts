@@ -106,7 +106,7 @@ export function laptop(overrides?: PresetOverrides): ClientPreset {
       deadlineMs: 5000,
       keepalive: { timeMs: 60_000, timeoutMs: 20_000, permitWithoutCalls: false },
       idleTimeoutMs: 240_000,
-      pool: { min: 1, max: 2, streamsPerChannel: 100, idleMs: 30_000 },
+      pool: { min: 1, max: 2, streamsPerConnection: 100, idleMs: 30_000 },
       limiter: { maxConcurrent: 100, maxQueue: 10_000, maxQueueWaitMs: Infinity },
       retry: {
         maxAttempts: 3,
@@ -130,7 +130,7 @@ export function inRegion(overrides?: PresetOverrides): ClientPreset {
       deadlineMs: 1100,
       keepalive: { timeMs: 30_000, timeoutMs: 10_000, permitWithoutCalls: false },
       idleTimeoutMs: 240_000,
-      pool: { min: 1, max: 8, streamsPerChannel: 100, idleMs: 30_000 },
+      pool: { min: 1, max: 8, streamsPerConnection: 100, idleMs: 30_000 },
       limiter: { maxConcurrent: 100, maxQueue: 5000, maxQueueWaitMs: Infinity },
       retry: { ...RETRY_DEFAULTS },
       hedging: false,
@@ -148,7 +148,7 @@ export function lowLatency(overrides?: PresetOverrides): ClientPreset {
       deadlineMs: 500,
       keepalive: { timeMs: 10_000, timeoutMs: 5000, permitWithoutCalls: false },
       idleTimeoutMs: 240_000,
-      pool: { min: 2, max: 8, streamsPerChannel: 100, idleMs: 60_000 },
+      pool: { min: 2, max: 8, streamsPerConnection: 100, idleMs: 60_000 },
       limiter: { maxConcurrent: 50, maxQueue: 500, maxQueueWaitMs: 100 },
       retry: {
         maxAttempts: 2,

@@ -94,7 +94,7 @@ describe("client channel pool", () => {
       service: "roster.test.Echo",
       target: `127.0.0.1:${b.port}`,
       preset: inRegion({
-        pool: { min: 1, max: 4, streamsPerChannel: 100, idleMs: 100 },
+        pool: { min: 1, max: 4, streamsPerConnection: 100, idleMs: 100 },
         limiter: { maxConcurrent: 1000 },
         deadlineMs: 30_000,
       }),
@@ -117,6 +117,47 @@ describe("client channel pool", () => {
       assert.equal((await again).message, "again");
     } finally {
       client.close();
+    }
+  });
+
+  it("counts one connection per backend: over 2 backends a channel holds 200 calls before the pool grows", async () => {
+    const b2 = await limitedServer();
+    b.peers.clear();
+    const client = createClient<EchoService>({
+      proto: ECHO_PROTO,
+      service: "roster.test.Echo",
+      target: `ipv4:127.0.0.1:${b.port},127.0.0.1:${b2.port}`,
+      preset: inRegion({
+        pool: { min: 1, max: 4, streamsPerConnection: 100, idleMs: 60_000 },
+        limiter: { maxConcurrent: 1000 },
+        deadlineMs: 30_000,
+      }),
+    });
+    try {
+      // Both connections of the first channel READY before the load, as grpc-js reports them.
+      const warm = client.Echo({ message: "warm" });
+      await waitFor(() => b.held.length + b2.held.length === 1, 10_000, "the first call at a server");
+      b.releaseAll();
+      b2.releaseAll();
+      assert.equal((await warm).message, "warm");
+      await waitFor(
+        () => client.stats().pool.connections[0] === 2,
+        10_000,
+        "2 READY connections on the channel",
+      );
+      const calls = Array.from({ length: 250 }, (_, i) => client.Echo({ message: `m${i}` }));
+      await waitFor(() => b.held.length + b2.held.length === 250, 10_000, "all 250 calls at the servers");
+      const s = client.stats();
+      // 200 fill the first channel (100 per connection); one more channel for the other 50, not two.
+      assert.equal(s.pool.size, 2);
+      assert.deepEqual(s.pool.perChannel, [200, 50]);
+      b.releaseAll();
+      b2.releaseAll();
+      assert.equal((await Promise.all(calls)).length, 250);
+    } finally {
+      client.close();
+      b2.releaseAll();
+      b2.server.forceShutdown();
     }
   });
 });
