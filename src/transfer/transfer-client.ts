@@ -167,6 +167,11 @@ function checkCount(v: number, field: string, min: number): number {
   return v;
 }
 
+/** The wait before the new call after the `breaks`-th broken one: the delay doubling, at most 2 s. */
+function pauseAfterBreak(breaks: number, delayMs: number | undefined, signal: AbortSignal | undefined) {
+  return pause(Math.min((delayMs ?? defaultTransferClient.retryDelayMs) * 2 ** (breaks - 1), 2000), signal);
+}
+
 async function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
   await new Promise<void>((resolve) => {
     const t = setTimeout(resolve, ms);
@@ -331,10 +336,7 @@ export async function upload(
       call.cancel();
       if (!retryable(err, o.signal) || attempts > retries) throw asError(err);
       breaks++;
-      await pause(
-        Math.min((o.retryDelayMs ?? defaultTransferClient.retryDelayMs) * 2 ** (breaks - 1), 2000),
-        o.signal,
-      );
+      await pauseAfterBreak(breaks, o.retryDelayMs, o.signal);
     } finally {
       o.signal?.removeEventListener("abort", onAbort);
     }
@@ -440,10 +442,7 @@ export async function download(
         if (err instanceof TransferError && err.code === Status.DATA_LOSS) throw err;
         if (!retryable(err, o.signal) || attempts > retries) throw asError(err);
         breaks++;
-        await pause(
-          Math.min((o.retryDelayMs ?? defaultTransferClient.retryDelayMs) * 2 ** (breaks - 1), 2000),
-          o.signal,
-        );
+        await pauseAfterBreak(breaks, o.retryDelayMs, o.signal);
       } finally {
         o.signal?.removeEventListener("abort", onAbort);
       }

@@ -2,28 +2,16 @@
 // 450 of 500 calls in its queue, every call answered or failed by the limiter, and the pool growing past
 // one connection's 100 streams, then back to one channel. Its output is read; no timing is asserted.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { runExample } from "../support/run-example.ts";
 
 const EXAMPLE = fileURLToPath(new URL("../../examples/client-echo.ts", import.meta.url));
 
 it("examples/client-echo.ts shows the limiter's queue, balancing, and the pool growing and shrinking", {
   timeout: 90_000,
 }, async () => {
-  const env = { ...process.env };
-  delete env.ROSTER_TARGET;
-  const child = spawn(process.execPath, ["--import", "tsx", EXAMPLE], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env,
-  });
-  let out = "";
-  child.stdout.on("data", (chunk: Buffer) => {
-    out += chunk.toString();
-  });
-  const killer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-  const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
-  clearTimeout(killer);
+  const { code, out } = await runExample(EXAMPLE);
   assert.equal(code, 0, out);
   assert.match(out, /^one call: served by server-[12]$/m);
   assert.match(out, /^limiter, just after sending 500 calls: 50 running, 450 waiting$/m);

@@ -2,12 +2,12 @@
 // shows what it says: an upload shrunk by zstd, a download with a matching digest, functions by name
 // with heartbeats, and the UNIMPLEMENTED message. Its output is read; no timing is asserted.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { runExample } from "../support/run-example.ts";
 
 const EXAMPLE = fileURLToPath(new URL("../../examples/transfer-client.ts", import.meta.url));
 
@@ -15,19 +15,7 @@ it("examples/transfer-client.ts uploads, downloads and calls functions by name",
   timeout: 90_000,
 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "roster-transfer-example-"));
-  const env: NodeJS.ProcessEnv = { ...process.env, ROSTER_TRANSFER_DIR: dir };
-  delete env.ROSTER_TARGET;
-  const child = spawn(process.execPath, ["--import", "tsx", EXAMPLE], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env,
-  });
-  let out = "";
-  child.stdout.on("data", (chunk: Buffer) => {
-    out += chunk.toString();
-  });
-  const killer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-  const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
-  clearTimeout(killer);
+  const { code, out } = await runExample(EXAMPLE, { ROSTER_TRANSFER_DIR: dir });
   rmSync(dir, { recursive: true, force: true });
   assert.equal(code, 0, out);
   assert.match(out, /^ {2}uploaded 64 \/ 64 MiB$/m);
