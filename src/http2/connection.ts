@@ -1113,9 +1113,14 @@ export class Http2Connection {
     // Other queued pieces may lie in it (small copies can sit between two pieces of one slab).
     if (s.pendingSlabs.includes(slab)) return;
     if (slab === s.fillSlab) {
-      // Nothing queued lies in it any more: start packing from its beginning again.
+      // Nothing queued lies in it any more: pack from its beginning again, or, with the queue empty,
+      // give it back (a long stream that once waited for a window keeps no slab while it flows).
+      if (s.pending.length > 0) {
+        s.fillUsed = 0;
+        return;
+      }
+      s.fillSlab = undefined;
       s.fillUsed = 0;
-      return;
     }
     giveSlab(slab);
   }
