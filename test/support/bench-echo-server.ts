@@ -11,6 +11,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { stopWhenParentGoes } from "./child-lifetime.ts";
 
 export const BENCH_ECHO_PROTO = fileURLToPath(new URL("./bench-echo.proto", import.meta.url));
 export const BENCH_ECHO_SCRIPT = fileURLToPath(import.meta.url);
@@ -220,10 +221,7 @@ async function main(): Promise<void> {
     server.close();
     process.exit(0);
   };
-  process.once("SIGTERM", stop);
-  process.stdin.on("end", stop);
-  process.stdin.on("error", stop);
-  process.stdin.resume();
+  stopWhenParentGoes(stop);
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -16,6 +16,7 @@ import { createServer } from "node:net";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { stopWhenParentGoes } from "./child-lifetime.ts";
 
 export interface EchoRequest {
   message: string;
@@ -567,10 +568,7 @@ async function main(): Promise<void> {
   const stop = () => {
     void backend.close().then(() => process.exit(0));
   };
-  process.once("SIGTERM", stop);
-  process.stdin.on("end", stop);
-  process.stdin.on("error", stop);
-  process.stdin.resume();
+  stopWhenParentGoes(stop);
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -9,6 +9,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseAddress, staticEndpoint } from "../../src/core/endpoint.ts";
 import { createDefaultRegistry } from "../../src/core/policies/registry.ts";
 import { startLb } from "../../src/proxy/lb.ts";
+import { stopWhenParentGoes } from "./child-lifetime.ts";
 import { argValue, type ChildScript, spawnScript } from "./echo-backend.ts";
 
 export const LB_PROCESS_SCRIPT = fileURLToPath(import.meta.url);
@@ -50,10 +51,7 @@ async function main(): Promise<void> {
     clearInterval(timer);
     void lb.close(500).then(() => process.exit(0));
   };
-  process.once("SIGTERM", stop);
-  process.stdin.on("end", stop);
-  process.stdin.on("error", stop);
-  process.stdin.resume();
+  stopWhenParentGoes(stop);
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -7,6 +7,7 @@
 // when its stdin closes.
 import { pathToFileURL } from "node:url";
 import { defineDispatchService, defineTransferService } from "../../src/transfer/index.ts";
+import { stopWhenParentGoes } from "./child-lifetime.ts";
 import { startServices } from "./grpc-server.ts";
 
 const MiB = 1024 * 1024;
@@ -89,10 +90,7 @@ async function main(): Promise<void> {
   const stop = () => {
     void s.close().then(() => process.exit(0));
   };
-  process.once("SIGTERM", stop);
-  process.stdin.on("end", stop);
-  process.stdin.on("error", stop);
-  process.stdin.resume();
+  stopWhenParentGoes(stop);
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
